@@ -1,0 +1,249 @@
+"""Gateway configuration: a YAML file, validated with errors that name the key and what was expected.
+
+Example (every key but ``upstream`` and ``users_file`` has a default)::
+
+    listen: {host: 127.0.0.1, port: 6432}
+    upstream: postgresql://sekisho_svc:secret@127.0.0.1:5432/customers?sslmode=prefer
+    users_file: users.txt          # relative paths are relative to this file
+    tls: {cert: server.crt, key: server.key, require: false}
+    admin: {host: 127.0.0.1, port: 6480}
+    limits: {startup_timeout: 10, max_message_bytes: 67108864, max_clients: 5000,
+             drain_timeout: 30}
+
+The upstream may also be a mapping (host, port, database, user, password or password_env,
+sslmode, sslrootcert, connect_timeout). Its password is service material: users never see it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class ConfigError(Exception):
+    """The configuration is missing, unreadable or invalid; the message names the key."""
+
+    code = "config_invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "postgres"
+    user: str = "postgres"
+    password: str | None = None
+    sslmode: str = "prefer"
+    sslrootcert: str | None = None
+    connect_timeout: float = 5.0
+
+    def describe(self) -> str:
+        """Where the upstream is, without its credentials (for logs and errors)."""
+        return f"{self.host}:{self.port}/{self.database}"
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    cert: Path | None = None
+    key: Path | None = None
+    require: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    startup_timeout: float = 10.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_clients: int = 5000
+    drain_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    upstream: UpstreamConfig
+    users_file: Path
+    host: str = "127.0.0.1"
+    port: int = 6432
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = 6480
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    limits: Limits = field(default_factory=Limits)
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+
+def parse_dsn(dsn: str) -> UpstreamConfig:
+    """A ``postgresql://user:password@host:port/database?sslmode=...`` URL."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"upstream: expected a postgresql:// URL, got scheme {parts.scheme!r}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    try:
+        port = parts.port or 5432
+    except ValueError as exc:
+        raise ConfigError(f"upstream: invalid port in URL: {exc}") from exc
+    cfg = UpstreamConfig(
+        host=unquote(parts.hostname or "127.0.0.1"),
+        port=port,
+        database=unquote(parts.path.lstrip("/")) or unquote(parts.username or "postgres"),
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password) if parts.password is not None else None,
+        sslmode=query.get("sslmode", "prefer"),
+        sslrootcert=query.get("sslrootcert"),
+        connect_timeout=float(query.get("connect_timeout", 5)),
+    )
+    _check_upstream(cfg)
+    return cfg
+
+
+def _check_upstream(cfg: UpstreamConfig) -> None:
+    if cfg.sslmode not in SSLMODES:
+        raise ConfigError(f"upstream.sslmode: expected one of {', '.join(SSLMODES)}, got {cfg.sslmode!r}")
+    if not 0 < cfg.port < 65536:
+        raise ConfigError(f"upstream.port: expected 1-65535, got {cfg.port}")
+    if cfg.connect_timeout <= 0:
+        raise ConfigError("upstream.connect_timeout: expected a positive number of seconds")
+
+
+class _Section:
+    """Reads typed keys out of one mapping and rejects keys nobody asked for."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where or 'configuration'}: expected a mapping, got {type(data).__name__}")
+        self._data = data
+        self._where = where
+        self._seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self._where}.{key}" if self._where else key
+
+    def get(self, key: str, kind: type, default: Any) -> Any:
+        self._seen.add(key)
+        value = self._data.get(key, default)
+        if value is None or value is default:
+            return value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{self._key(key)}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
+            )
+        return value
+
+    def section(self, key: str) -> _Section:
+        self._seen.add(key)
+        return _Section(self._data.get(key), self._key(key))
+
+    def raw(self, key: str) -> Any:
+        self._seen.add(key)
+        return self._data.get(key)
+
+    def done(self) -> None:
+        unknown = sorted(set(self._data) - self._seen)
+        if unknown:
+            raise ConfigError(
+                f"{self._key(unknown[0])}: unknown key (known: {', '.join(sorted(self._seen))})"
+            )
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate a configuration file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return config_from_mapping(data, base=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def config_from_mapping(data: Any, base: Path) -> Config:
+    root = _Section(data, "")
+    upstream = _upstream(root.raw("upstream"))
+    users = root.get("users_file", str, None)
+    if users is None:
+        raise ConfigError("users_file: required (the file of SCRAM verifiers, see 'sekisho passwd')")
+    listen = root.section("listen")
+    host = listen.get("host", str, "127.0.0.1")
+    port = listen.get("port", int, 6432)
+    listen.done()
+    admin = root.section("admin")
+    admin_host = admin.get("host", str, "127.0.0.1")
+    admin_port = admin.get("port", int, 6480)
+    admin.done()
+    tls_s = root.section("tls")
+    cert = tls_s.get("cert", str, None)
+    key = tls_s.get("key", str, None)
+    tls = TLSConfig(
+        cert=(base / cert) if cert else None,
+        key=(base / key) if key else None,
+        require=tls_s.get("require", bool, False),
+    )
+    tls_s.done()
+    if (tls.cert is None) != (tls.key is None):
+        raise ConfigError("tls: cert and key must be given together")
+    if tls.require and tls.cert is None:
+        raise ConfigError("tls.require: true needs tls.cert and tls.key")
+    lim = root.section("limits")
+    limits = Limits(
+        startup_timeout=lim.get("startup_timeout", float, 10.0),
+        max_message_bytes=lim.get("max_message_bytes", int, 64 * 1024 * 1024),
+        max_clients=lim.get("max_clients", int, 5000),
+        drain_timeout=lim.get("drain_timeout", float, 30.0),
+    )
+    lim.done()
+    if limits.startup_timeout <= 0 or limits.drain_timeout < 0:
+        raise ConfigError("limits: timeouts must be positive")
+    if limits.max_message_bytes < 1024 or limits.max_clients < 1:
+        raise ConfigError("limits: max_message_bytes must be at least 1024 and max_clients at least 1")
+    root.done()
+    return Config(
+        upstream=upstream,
+        users_file=base / users,
+        host=host,
+        port=port,
+        admin_host=admin_host,
+        admin_port=admin_port,
+        tls=tls,
+        limits=limits,
+    )
+
+
+def _upstream(value: Any) -> UpstreamConfig:
+    if value is None:
+        raise ConfigError("upstream: required (a postgresql:// URL or a mapping)")
+    if isinstance(value, str):
+        return parse_dsn(value)
+    sec = _Section(value, "upstream")
+    password = sec.get("password", str, None)
+    env = sec.get("password_env", str, None)
+    if env is not None:
+        if env not in os.environ:
+            raise ConfigError(f"upstream.password_env: environment variable {env} is not set")
+        password = os.environ[env]
+    cfg = UpstreamConfig(
+        host=sec.get("host", str, "127.0.0.1"),
+        port=sec.get("port", int, 5432),
+        database=sec.get("database", str, "postgres"),
+        user=sec.get("user", str, "postgres"),
+        password=password,
+        sslmode=sec.get("sslmode", str, "prefer"),
+        sslrootcert=sec.get("sslrootcert", str, None),
+        connect_timeout=sec.get("connect_timeout", float, 5.0),
+    )
+    sec.done()
+    _check_upstream(cfg)
+    return cfg

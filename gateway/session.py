@@ -1,0 +1,349 @@
+"""One client's session: startup and authentication, then a synchronous relay to its upstream link.
+
+Theory of operation
+-------------------
+1. Startup (awaited, under ``limits.startup_timeout``): SSLRequest is answered 'S' and upgraded when
+   a certificate is configured, 'N' otherwise; GSSENCRequest is answered 'N'; a CancelRequest is
+   routed to the session owning that key and the connection closes; a StartupMessage is checked
+   strictly (duplicate keys, replication, a missing user).
+2. Authentication: SCRAM-SHA-256 against the users file, nothing else is offered. Unknown users run
+   the same exchange against a mock verifier and fail the same way (28P01, no hint).
+3. Upstream: a link opened with the service account and the client's own session parameters. Its
+   ParameterStatus messages go to the client; its BackendKeyData never does (the client gets
+   Sekisho's key, so cancels come through Sekisho).
+4. Relay: each arriving chunk is framed; client frames are checked (type and structure) and
+   forwarded as the bytes that arrived; upstream frames are forwarded as they came, and
+   ReadyForQuery updates the transaction status. A protocol violation from the client ends this
+   session with 08P01 and no one else's. When the upstream goes away the client is told 08006
+   (unless the upstream already said why, e.g. 57P01) and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gateway import upstream
+from gateway.auth import MECHANISM, AuthFailed, ScramServerExchange
+from gateway.endpoint import ConnectionClosed, Endpoint
+from gateway.wire import messages as m
+from gateway.wire.errors import ProtocolViolation
+
+if TYPE_CHECKING:
+    from gateway.server import Server
+
+log = structlog.get_logger("sekisho.session")
+
+# Frontend messages a client may send once the session is established, and whether the relay
+# decodes them to check their structure (CopyData is opaque payload; the rest are small).
+_RELAYED: dict[bytes, bool] = {
+    b"Q": True, b"P": True, b"B": True, b"D": True, b"E": True, b"C": True, b"S": False,
+    b"H": False, b"d": False, b"c": False, b"f": True, b"F": True,
+}  # fmt: skip
+_TRUTHY_REPLICATION = {"true", "on", "yes", "1", "database"}
+_FALSY_REPLICATION = {"false", "off", "no", "0"}
+
+
+class SessionRefused(Exception):
+    """The session cannot start; sent to the client as a FATAL error with this SQLSTATE."""
+
+    code = "session_refused"
+
+    def __init__(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+        self.detail = detail
+
+
+class Session:
+    """A person's connection through Sekisho, from first byte to close."""
+
+    def __init__(self, server: Server, client: Endpoint, peer: str) -> None:
+        self.server = server
+        self.client = client
+        self.peer = peer
+        self.user: str | None = None
+        self.application_name = ""
+        self.tls = False
+        self.key = m.BackendKeyData(0, 0)
+        self.link: upstream.UpstreamLink | None = None
+        self.status = "I"
+        self._upstream_said_fatal = False
+        self._ending = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve the client until either side closes; never raises for client or upstream faults."""
+        try:
+            try:
+                async with asyncio.timeout(self.server.config.limits.startup_timeout):
+                    startup = await self._negotiate()
+                    if startup is None:
+                        return
+                    params = self._check_startup(startup)
+                    await self._authenticate()
+            except TimeoutError:
+                log.info("startup_timeout", peer=self.peer, user=self.user)
+                self._fatal("08P01", "timeout waiting for the startup and authentication to finish")
+                return
+            self._check_database(startup)
+            try:
+                self.link = await upstream.connect(self.server.config.upstream, params)
+            except upstream.UpstreamError as exc:
+                log.warning(
+                    "upstream_connect_failed", peer=self.peer, user=self.user,
+                    upstream=self.server.config.upstream.describe(), error=str(exc),
+                )  # fmt: skip
+                self._fatal(exc.sqlstate, exc.message)
+                return
+            self._welcome(self.link)
+            await self._relay(self.link)
+        except SessionRefused as exc:
+            self._fatal(exc.sqlstate, exc.message, exc.detail)
+        except ProtocolViolation as exc:
+            log.info("protocol_violation", peer=self.peer, user=self.user, error=str(exc))
+            self._fatal("08P01", str(exc))
+        except ConnectionClosed:
+            log.debug("client_closed_during_startup", peer=self.peer, user=self.user)
+        finally:
+            self.server.forget(self)
+            self.client.close()
+            if self.link is not None:
+                self.link.endpoint.close()
+
+    def _fatal(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+        """Tell the client why and close the connection (and the upstream link with it)."""
+        if not self.client.closed:
+            self.client.write(m.ErrorResponse(m.error_fields("FATAL", sqlstate, message, detail)).encode())
+            self.client.close()
+        if self.link is not None:
+            self.link.endpoint.write(m.Terminate().encode())
+            self.link.endpoint.close()
+
+    def terminate(self, sqlstate: str, message: str) -> None:
+        """End the session from the server side (shutdown, administrator)."""
+        self._ending = True
+        self._fatal(sqlstate, message)
+
+    # ------------------------------------------------------------------ startup
+
+    async def _negotiate(self) -> m.StartupMessage | None:
+        tls_context = self.server.tls_context
+        while True:
+            packet = m.decode_startup(await self.client.read_startup())
+            if isinstance(packet, m.SSLRequest):
+                if self.tls:
+                    raise ProtocolViolation("SSLRequest received on an encrypted connection")
+                if tls_context is None:
+                    self.client.write(b"N")
+                    continue
+                if self.client.reader.buffered:
+                    raise ProtocolViolation("received unencrypted data after SSL request")
+                self.client.write(b"S")
+                await self.client.start_tls(tls_context, server_side=True, host=None)
+                self.tls = True
+            elif isinstance(packet, m.GSSENCRequest):
+                self.client.write(b"N")
+            elif isinstance(packet, m.CancelRequest):
+                await self.server.cancel(packet.pid, packet.secret)
+                return None
+            else:
+                return packet
+
+    def _check_startup(self, startup: m.StartupMessage) -> list[tuple[str, str]]:
+        """Validate the startup packet; return the parameters to pass upstream."""
+        seen: set[str] = set()
+        passed: list[tuple[str, str]] = []
+        unknown_protocol_options: list[str] = []
+        for key, value in startup.params:
+            if key in seen:
+                raise SessionRefused("08P01", f'duplicate startup parameter "{key}"')
+            seen.add(key)
+            if key in ("user", "database"):
+                continue
+            if key == "replication":
+                if value.lower() in _FALSY_REPLICATION:
+                    continue
+                if value.lower() in _TRUTHY_REPLICATION:
+                    raise SessionRefused("42501", "replication connections are not allowed through Sekisho")
+                raise SessionRefused("22023", f'invalid value for parameter "replication": "{value}"')
+            if key.startswith("_pq_."):
+                unknown_protocol_options.append(key)
+                continue
+            if key == "application_name":
+                self.application_name = value
+            passed.append((key, value))
+        params = dict(startup.params)
+        user = params.get("user", "")
+        if not user:
+            raise SessionRefused("28000", "no PostgreSQL user name specified in startup packet")
+        self.user = user
+        if self.server.config.tls.require and not self.tls:
+            raise SessionRefused(
+                "28000",
+                f'connection for user "{user}" refused: Sekisho requires TLS (connect with sslmode=require)',
+            )
+        if startup.protocol != m.PROTOCOL_V3 or unknown_protocol_options:
+            self.client.write(m.NegotiateProtocolVersion(0, tuple(unknown_protocol_options)).encode())
+        return passed
+
+    async def _authenticate(self) -> None:
+        assert self.user is not None
+        user = self.user
+        self.client.write(m.Authentication.sasl((MECHANISM,)).encode())
+        first = await self._read_auth_payload()
+        mechanism, client_first = m.parse_sasl_initial_response(first)
+        if mechanism != MECHANISM:
+            raise SessionRefused("28000", f"SASL mechanism {mechanism!r} is not supported; use SCRAM-SHA-256")
+        exchange = ScramServerExchange(self.server.users().get(user), user, self.server.mock_secret)
+        try:
+            server_first = exchange.server_first(client_first)
+            self.client.write(m.Authentication(m.AUTH_SASL_CONTINUE, server_first).encode())
+            server_final = exchange.server_final(await self._read_auth_payload())
+        except AuthFailed:
+            log.info("authentication_failed", peer=self.peer, user=user)
+            self.server.stats_auth_failed()
+            raise SessionRefused("28P01", f'password authentication failed for user "{user}"') from None
+        self.client.write(m.Authentication(m.AUTH_SASL_FINAL, server_final).encode())
+
+    async def _read_auth_payload(self) -> bytes:
+        frame = await self.client.read_frame()
+        if frame.type != b"p":
+            raise ProtocolViolation(f"expected SASL response, got message type {frame.type!r}")
+        return frame.body
+
+    def _check_database(self, startup: m.StartupMessage) -> None:
+        params = dict(startup.params)
+        database = params.get("database") or params["user"]
+        served = self.server.config.upstream.database
+        if database != served:
+            raise SessionRefused("3D000", f'database "{database}" does not exist',
+                                 f'Sekisho serves the database "{served}".')  # fmt: skip
+
+    def _welcome(self, link: upstream.UpstreamLink) -> None:
+        out = [m.Authentication(m.AUTH_OK).encode()]
+        out += [m.ParameterStatus(name, value).encode() for name, value in link.parameters]
+        self.key = self.server.register(self, link.backend_key)
+        out.append(self.key.encode())
+        out += link.notices
+        out.append(m.ReadyForQuery("I").encode())
+        self.client.write(b"".join(out))
+        log.info(
+            "session_started", peer=self.peer, user=self.user, tls=self.tls,
+            application_name=self.application_name,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ relay
+
+    async def _relay(self, link: upstream.UpstreamLink) -> None:
+        client, up = self.client, link.endpoint
+        client.peer, up.peer = up, client
+        client.on_lost = self._client_lost
+        up.on_lost = self._upstream_lost
+        client.on_data = self._from_client
+        up.on_data = self._from_upstream
+        # Bytes that arrived with the last handshake message (pipelined by eager clients).
+        if client.reader.buffered:
+            self._from_client(b"")
+        if up.reader.buffered:
+            self._from_upstream(b"")
+        if client.closed:
+            self._client_lost(None)
+        if up.closed:
+            self._upstream_lost(None)
+        await client.lost
+        await up.lost
+        log.info("session_ended", peer=self.peer, user=self.user)
+
+    def _from_client(self, data: bytes) -> None:
+        reader = self.client.reader
+        if data:
+            reader.feed(data)
+        out: list[bytes] = []
+        try:
+            while (frame := reader.read()) is not None:
+                kind = frame.type
+                check = _RELAYED.get(kind)
+                if check is None:
+                    if kind == b"X":
+                        self._client_terminated(out)
+                        return
+                    raise ProtocolViolation(f"invalid frontend message type {kind!r}")
+                if check:
+                    m.FRONTEND[kind](frame.body)
+                out.append(frame.raw)
+        except ProtocolViolation as exc:
+            log.info("protocol_violation", peer=self.peer, user=self.user, error=str(exc))
+            self._fatal("08P01", str(exc))
+            return
+        if out:
+            assert self.link is not None
+            self.link.endpoint.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _from_upstream(self, data: bytes) -> None:
+        assert self.link is not None
+        reader = self.link.endpoint.reader
+        if data:
+            reader.feed(data)
+        out: list[bytes] = []
+        try:
+            while (frame := reader.read()) is not None:
+                kind = frame.type
+                if kind == b"Z":
+                    self.status = m.ReadyForQuery.decode(frame.body).status
+                elif kind == b"E" and m.ErrorResponse.decode(frame.body).get("S") in (
+                    "FATAL",
+                    "PANIC",
+                ):
+                    self._upstream_said_fatal = True
+                elif kind in (b"R", b"K"):
+                    raise ProtocolViolation(f"unexpected message {kind!r} from the database mid-session")
+                out.append(frame.raw)
+        except ProtocolViolation as exc:
+            log.error("upstream_protocol_violation", peer=self.peer, user=self.user, error=str(exc))
+            if out:
+                self.client.write(b"".join(out))
+            self._fatal("08006", "the database sent an invalid message; the session was closed")
+            return
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _client_terminated(self, pending: list[bytes]) -> None:
+        assert self.link is not None
+        up = self.link.endpoint
+        up.write(b"".join(pending) + m.Terminate().encode())
+        up.close()
+        self.client.close()
+
+    def _client_lost(self, exc: Exception | None) -> None:
+        if self.link is not None and not self.link.endpoint.closed:
+            self.link.endpoint.write(m.Terminate().encode())
+            self.link.endpoint.close()
+
+    def _upstream_lost(self, exc: Exception | None) -> None:
+        if self.client.closed:
+            return
+        if not self._upstream_said_fatal and not self._ending:
+            log.warning("upstream_lost", peer=self.peer, user=self.user, error=str(exc) if exc else None)
+            self.client.write(
+                m.ErrorResponse(
+                    m.error_fields(
+                        "FATAL", "08006",
+                        "the connection to the database was lost; reconnect to continue",
+                    )
+                ).encode()
+            )  # fmt: skip
+        self.client.close()
+
+
+def new_backend_key(taken: set[int]) -> m.BackendKeyData:
+    """A fresh random (pid, secret) pair that no live session holds."""
+    while True:
+        pid = secrets.randbelow(2**31 - 1) + 1
+        if pid not in taken:
+            return m.BackendKeyData(pid, secrets.randbits(32))
