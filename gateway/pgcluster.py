@@ -114,6 +114,7 @@ class Cluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _, uid, gid = self._as_owner()
         if uid is not None and gid is not None:
+            self._check_reachable_by_others()
             os.chown(self.data_dir, uid, gid)
             self.log_file.touch()
             os.chown(self.log_file, uid, gid)
@@ -129,6 +130,15 @@ class Cluster:
             conf.write("unix_socket_directories = ''\n")
             for key, value in self.settings:
                 conf.write(f"{key} = {value}\n")
+
+    def _check_reachable_by_others(self) -> None:
+        """The postgres user must be able to walk down to the data directory."""
+        for parent in self.data_dir.resolve().parents:
+            if not os.stat(parent).st_mode & 0o001:
+                raise ClusterError(
+                    f"the postgres user cannot reach {self.data_dir}: {parent} is not searchable by "
+                    "other users; choose a data directory outside it"
+                )
 
     def running(self) -> bool:
         out = self._run(str(find_bindir() / "pg_ctl"), "-D", str(self.data_dir), "status")

@@ -1,0 +1,63 @@
+"""Shared fixtures: one seeded PostgreSQL per test run and one Sekisho in front of it.
+
+Tests that need a differently configured gateway (TLS, small limits, a dead upstream) start their
+own with ``gateway_factory``; each gets a fresh directory and is stopped after the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import WORK, Gateway, Upstream, start_gateway, start_upstream
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    up = start_upstream()
+    try:
+        yield up
+    finally:
+        if up.cluster is not None:
+            up.cluster.stop("immediate")
+            shutil.rmtree(up.cluster.data_dir, ignore_errors=True)
+            up.cluster.log_file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def gateway(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), upstream.dsn)
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def gateway_factory(upstream: Upstream, tmp_path: Path) -> Iterator[GatewayFactory]:
+    started: list[Gateway] = []
+
+    def make(upstream_dsn: str | None = None, **sections: object) -> Gateway:
+        directory = tmp_path / f"gw{next(_counter)}"
+        gw = start_gateway(directory, upstream_dsn or upstream.dsn, **sections)
+        started.append(gw)
+        return gw
+
+    try:
+        yield make
+    finally:
+        for gw in started:
+            gw.stop()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    WORK.mkdir(exist_ok=True)
