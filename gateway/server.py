@@ -21,7 +21,7 @@ from gateway import upstream
 from gateway.config import Config
 from gateway.endpoint import Endpoint
 from gateway.session import Session, new_backend_key
-from gateway.users import Verifier, load_users
+from gateway.users import UsersFileError, Verifier, load_users
 from gateway.wire import messages as m
 
 log = structlog.get_logger("sekisho.server")
@@ -40,19 +40,26 @@ class _UsersCache:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._stamp: tuple[int, int] | None = None
-        self._users: dict[str, Verifier] = {}
-        self.get()
+        self._stamp = self._read_stamp()
+        self._users = load_users(path)  # at start a missing or broken file is fatal
 
-    def get(self) -> dict[str, Verifier]:
+    def _read_stamp(self) -> tuple[int, int] | None:
         try:
             st = os.stat(self._path)
         except OSError:
-            return self._users
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self._users = load_users(self._path)
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def get(self) -> dict[str, Verifier]:
+        """The current users; a file broken or removed while running keeps the last good version."""
+        stamp = self._read_stamp()
+        if stamp is not None and stamp != self._stamp:
             self._stamp = stamp
+            try:
+                self._users = load_users(self._path)
+                log.info("users_file_reloaded", path=str(self._path), users=len(self._users))
+            except UsersFileError as exc:
+                log.error("users_file_invalid_keeping_previous", error=str(exc))
         return self._users
 
 

@@ -95,7 +95,7 @@ class Gateway:
             "sslmode": "disable",
         }
         parts.update(extra)
-        return " ".join(f"{k}={v}" for k, v in parts.items())
+        return " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
 
     def url(self, user: str = "maint") -> str:
         return f"postgresql://{user}:{user}@127.0.0.1:{self.port}/{self.database}?sslmode=disable"
@@ -124,6 +124,13 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def _quote(value: str) -> str:
+    """A libpq conninfo value, quoted when it has spaces or quotes."""
+    if value and not any(ch in value for ch in " '\\"):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def write_gateway_config(

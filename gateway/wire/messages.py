@@ -114,10 +114,9 @@ class _Cursor:
         return self.take(length)
 
     def count(self) -> int:
-        n = self.int16()
-        if n < 0:
-            raise self._fail(f"negative count {n}")
-        return n
+        # Int16 in the protocol docs, but PostgreSQL reads counts unsigned (pq_getmsgint(msg, 2))
+        # and libpq sends up to 65535 parameters.
+        return self.uint16()
 
     def rest(self) -> bytes:
         value = self._data[self._pos :]
@@ -134,7 +133,7 @@ def _nullable(value: bytes | None) -> bytes:
 
 
 def _int16s(values: tuple[int, ...]) -> bytes:
-    return _I16.pack(len(values)) + b"".join(_I16.pack(v) for v in values)
+    return _U16.pack(len(values)) + b"".join(_I16.pack(v) for v in values)
 
 
 # --------------------------------------------------------------------------- startup phase
@@ -234,7 +233,7 @@ class Parse:
     param_types: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
-        types = _I16.pack(len(self.param_types)) + b"".join(
+        types = _U16.pack(len(self.param_types)) + b"".join(
             _U32.pack(t & 0xFFFFFFFF) for t in self.param_types
         )
         return _frame(self.TYPE, _cstr(self.name) + _cstr(self.sql) + types)
@@ -259,7 +258,7 @@ class Bind:
 
     def encode(self) -> bytes:
         body = _cstr(self.portal) + _cstr(self.statement) + _int16s(self.param_formats)
-        body += _I16.pack(len(self.params)) + b"".join(_nullable(p) for p in self.params)
+        body += _U16.pack(len(self.params)) + b"".join(_nullable(p) for p in self.params)
         body += _int16s(self.result_formats)
         return _frame(self.TYPE, body)
 
@@ -342,7 +341,7 @@ class FunctionCall:
 
     def encode(self) -> bytes:
         body = _U32.pack(self.oid & 0xFFFFFFFF) + _int16s(self.arg_formats)
-        body += _I16.pack(len(self.args)) + b"".join(_nullable(a) for a in self.args)
+        body += _U16.pack(len(self.args)) + b"".join(_nullable(a) for a in self.args)
         body += _I16.pack(self.result_format)
         return _frame(self.TYPE, body)
 
@@ -666,7 +665,7 @@ class RowDescription:
     fields: tuple[FieldDescription, ...]
 
     def encode(self) -> bytes:
-        body = _I16.pack(len(self.fields))
+        body = _U16.pack(len(self.fields))
         for f in self.fields:
             body += _cstr(f.name) + struct.pack(
                 "!IhIhih",
@@ -702,7 +701,7 @@ class DataRow:
     values: tuple[bytes | None, ...]
 
     def encode(self) -> bytes:
-        return _frame(self.TYPE, _I16.pack(len(self.values)) + b"".join(_nullable(v) for v in self.values))
+        return _frame(self.TYPE, _U16.pack(len(self.values)) + b"".join(_nullable(v) for v in self.values))
 
     @classmethod
     def decode(cls, body: bytes) -> DataRow:

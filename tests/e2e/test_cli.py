@@ -1,0 +1,71 @@
+"""The `sekisho` command's own behaviour: passwd, and clear errors for broken configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from gateway.users import load_users
+from tests.conftest import GatewayFactory
+from tests.support import ROOT
+
+
+def _sekisho(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_passwd_writes_a_verifier_that_the_running_gateway_accepts(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    users = gw.directory / "users.txt"
+    out = _sekisho("passwd", "newcomer", "--users-file", str(users), "--password-stdin", stdin="N3w-secret\n")
+    assert out.returncode == 0, out.stderr
+    text = users.read_text()
+    assert "N3w-secret" not in text
+    assert "newcomer:SCRAM-SHA-256$4096:" in text
+    assert set(load_users(users)) >= {"maint", "newcomer"}
+    # Picked up without a restart.
+    with psycopg.connect(gw.conninfo("newcomer", password="N3w-secret")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_run_with_a_broken_configuration_says_what_is_wrong(tmp_path: Path) -> None:
+    config = tmp_path / "sekisho.yaml"
+    config.write_text(
+        "upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\nlimits: {startup_timeout: soon}\n"
+    )
+    out = _sekisho("run", "--config", str(config))
+    assert out.returncode == 2
+    assert "limits.startup_timeout: expected float, got str 'soon'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+    config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\nlisten: {prot: 1}\n")
+    out = _sekisho("run", "--config", str(config))
+    assert "listen.prot: unknown key" in out.stderr
+
+    config.write_text("upstream: [unclosed\n")
+    out = _sekisho("run", "--config", str(config))
+    assert out.returncode == 2
+    assert "not valid YAML" in out.stderr
+
+
+def test_run_with_a_missing_users_file_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "sekisho.yaml"
+    config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: nowhere.txt\n")
+    out = _sekisho("run", "--config", str(config))
+    assert out.returncode == 2
+    assert "nowhere.txt: cannot read users file" in out.stderr
+
+
+def test_a_users_file_broken_while_running_keeps_the_last_good_one(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    users = gw.directory / "users.txt"
+    users.write_text(users.read_text() + "this line is not a user\n")
+    with psycopg.connect(gw.conninfo("maint")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert "users_file_invalid_keeping_previous" in gw.log()
