@@ -87,7 +87,7 @@ SCENARIOS: dict[str, tuple[list[bytes], int]] = {
             m.Sync().encode(),
         ],
         3,
-    ),  # fmt: skip
+    ),
     "transaction block states": (
         [
             m.Query("BEGIN").encode(),
@@ -96,7 +96,7 @@ SCENARIOS: dict[str, tuple[list[bytes], int]] = {
             m.Query("ROLLBACK").encode(),
         ],
         4,
-    ),  # fmt: skip
+    ),
     "FunctionCall": (
         [m.FunctionCall(INT4PL_OID, (1,), ((2).to_bytes(4, "big"), (40).to_bytes(4, "big")), 1).encode()],
         1,
@@ -186,7 +186,8 @@ def test_client_encoding_from_startup_is_honoured(gateway: Gateway) -> None:
     with psycopg.connect(gateway.conninfo("maint", client_encoding="UTF8")) as conn:
         assert conn.info.encoding == "utf-8"
         name = conn.execute("SELECT name FROM customers WHERE id = 1").fetchone()
-        assert name is not None and any(ord(ch) > 0x3000 for ch in name[0])
+        assert name is not None
+        assert any(ord(ch) > 0x3000 for ch in name[0])
 
 
 def test_notifications_are_relayed(gateway: Gateway) -> None:
