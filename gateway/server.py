@@ -132,7 +132,8 @@ class Server:
     # ------------------------------------------------------------------ sessions and cancels
 
     def register(self, session: Session, upstream_key: m.BackendKeyData | None) -> m.BackendKeyData:
-        key = new_backend_key(set(self._sessions))
+        preferred = upstream_key.pid if upstream_key is not None else None
+        key = new_backend_key(self._sessions, preferred)
         self._sessions[key.pid] = (session, upstream_key)
         return key
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 import structlog
@@ -341,9 +342,17 @@ class Session:
         self.client.close()
 
 
-def new_backend_key(taken: set[int]) -> m.BackendKeyData:
-    """A fresh random (pid, secret) pair that no live session holds."""
+def new_backend_key(taken: Container[int], preferred_pid: int | None) -> m.BackendKeyData:
+    """Sekisho's key for a client: the upstream's pid where free, always Sekisho's own secret.
+
+    Keeping the upstream pid means ``conn.info.backend_pid == pg_backend_pid()`` and the pid in
+    NotificationResponse match, as on a direct connection (clients use that to ignore their own
+    notifications); the secret is Sekisho's, so a cancel can only come through Sekisho.
+    """
+    secret = secrets.randbits(32)
+    if preferred_pid is not None and preferred_pid not in taken:
+        return m.BackendKeyData(preferred_pid, secret)
     while True:
         pid = secrets.randbelow(2**31 - 1) + 1
         if pid not in taken:
-            return m.BackendKeyData(pid, secrets.randbits(32))
+            return m.BackendKeyData(pid, secret)

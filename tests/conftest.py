@@ -37,6 +37,7 @@ def gateway(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield gw
     finally:
         gw.stop()
+    _assert_no_crash(gw)
 
 
 GatewayFactory = Callable[..., Gateway]
@@ -57,6 +58,15 @@ def gateway_factory(upstream: Upstream, tmp_path: Path) -> Iterator[GatewayFacto
     finally:
         for gw in started:
             gw.stop()
+    for gw in started:
+        _assert_no_crash(gw)
+
+
+def _assert_no_crash(gw: Gateway) -> None:
+    """Whatever a test did to it, the gateway must not have logged an unhandled exception."""
+    log = gw.log()
+    for marker in ("Traceback (most recent call last)", "Exception in callback", "Task exception was never"):
+        assert marker not in log, f"gateway logged an unhandled exception:\n{log[-4000:]}"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

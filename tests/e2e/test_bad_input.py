@@ -8,6 +8,8 @@ import time
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.wire import messages as m
 from tests.conftest import GatewayFactory
@@ -212,3 +214,34 @@ def test_half_closed_and_reset_clients_do_not_disturb_others(gateway: Gateway) -
             client.send(m.Query("SELECT pg_sleep(0.01)").encode())
             client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     _still_serving(gateway)
+
+
+_frontend_types = st.sampled_from(
+    [b"Q", b"P", b"B", b"D", b"E", b"C", b"S", b"H", b"d", b"c", b"f", b"F", b"X", b"z"]
+)
+
+
+@st.composite
+def _hostile_streams(draw: st.DrawFn) -> bytes:
+    """Byte streams that look like frontend messages often enough to reach deep into the relay."""
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        body = draw(st.binary(max_size=64))
+        length = draw(st.one_of(st.just(len(body) + 4), st.integers(0, 2**32 - 1)))
+        parts.append(draw(_frontend_types) + struct.pack("!I", length) + body)
+    return b"".join(parts) + draw(st.binary(max_size=16))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=_hostile_streams())
+def test_hostile_byte_streams_never_break_the_gateway(gateway: Gateway, stream: bytes) -> None:
+    with raw_client(gateway.port, timeout=5) as client:
+        client.login("maint", "maint", gateway.database)
+        client.send(stream)
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.closed(timeout=10)
+    assert gateway.process is not None
+    assert gateway.process.poll() is None
+    log = gateway.log()
+    assert "Traceback" not in log
+    assert "Exception in callback" not in log

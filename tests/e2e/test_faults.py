@@ -159,14 +159,16 @@ def test_cancel_with_a_wrong_secret_cancels_nothing(gateway: Gateway) -> None:
         assert any(f.type == b"D" and b"done" in f.raw for f in frames)
 
 
-def test_clients_see_sekishos_backend_key_not_the_upstreams(gateway: Gateway) -> None:
+def test_clients_see_the_upstream_pid_with_sekishos_own_secret(gateway: Gateway) -> None:
     with raw_client(gateway.port) as client:
         frames = client.login("maint", "maint", gateway.database)
         key = next(m.BackendKeyData.decode(f.body) for f in frames if f.type == b"K")
         client.send(m.Query("SELECT pg_backend_pid()").encode())
         row = next(f for f in client.recv_until(b"Z") if f.type == b"D")
         upstream_pid = int(m.DataRow.decode(row.body).values[0] or b"0")
-        assert key.pid != upstream_pid
+        assert key.pid == upstream_pid
+    # The secret is Sekisho's: a cancel with the pid alone and a guessed secret does nothing
+    # (test_cancel_with_a_wrong_secret_cancels_nothing), and only Sekisho knows the upstream's.
 
 
 def test_many_concurrent_clients(gateway: Gateway) -> None:

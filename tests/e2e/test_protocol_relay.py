@@ -208,3 +208,13 @@ def test_notices_are_relayed(gateway: Gateway) -> None:
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         conn.execute("DO $$ BEGIN RAISE NOTICE 'vacuum scheduled'; END $$")
         assert notices == ["vacuum scheduled"]
+
+
+def test_own_notifications_carry_the_clients_backend_pid(gateway: Gateway) -> None:
+    """The idiom `if notify.pid == conn.info.backend_pid: ignore` works as on a direct connection."""
+    with psycopg.connect(gateway.conninfo("maint"), autocommit=True) as conn:
+        conn.execute("LISTEN self_talk")
+        conn.execute("NOTIFY self_talk, 'mine'")
+        (note,) = list(conn.notifies(timeout=5, stop_after=1))
+        assert note.pid == conn.info.backend_pid
+        assert conn.execute("SELECT pg_backend_pid()").fetchone() == (conn.info.backend_pid,)
