@@ -18,7 +18,7 @@ import secrets
 
 from scramp import ScramClient, ScramException
 
-from gateway.users import ITERATIONS, Verifier
+from gateway.users import ITERATIONS, SALT_BYTES, Verifier
 
 MECHANISM = "SCRAM-SHA-256"
 
@@ -37,8 +37,11 @@ class ScramServerExchange:
     that message. The signature arithmetic is the RFC's, over the exact bytes the client sent.
     """
 
-    def __init__(self, verifier: Verifier | None, username: str, mock_secret: bytes) -> None:
-        self._verifier = verifier or _mock_verifier(username, mock_secret)
+    def __init__(
+        self, verifier: Verifier | None, username: str, mock_secret: bytes, mock_salt_bytes: int = SALT_BYTES
+    ) -> None:
+        self._verifier = verifier or _mock_verifier(username, mock_secret, mock_salt_bytes)
+        self._gs2_header = ""
         self._client_first_bare = ""
         self._server_first = ""
         self._nonce = ""
@@ -69,6 +72,8 @@ class ScramServerExchange:
             text = client_final.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise AuthFailed("SCRAM client-final message is not UTF-8") from exc
+        if not self._nonce:
+            raise AuthFailed("SCRAM client-final message before client-first")
         without_proof, sep, proof_b64 = text.rpartition(",p=")
         attrs = _attributes(without_proof)
         expected_binding = base64.b64encode(self._gs2_header.encode("ascii")).decode("ascii")
@@ -101,11 +106,12 @@ def _attributes(text: str) -> dict[str, str]:
     return attrs
 
 
-def _mock_verifier(username: str, secret: bytes) -> Verifier:
+def _mock_verifier(username: str, secret: bytes, salt_bytes: int) -> Verifier:
     """A stable verifier nobody knows the password of, so unknown users look like known ones."""
     digest = hmac.new(secret, username.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
     other = hmac.new(secret, digest, hashlib.sha256).digest()
-    return Verifier(ITERATIONS, digest[:16], other, digest)
+    salt = hmac.new(secret, other, hashlib.sha512).digest()[:salt_bytes]
+    return Verifier(ITERATIONS, salt, other, digest)
 
 
 class ScramClientExchange:

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+_URL_PARAMETERS = {"sslmode", "sslrootcert", "connect_timeout"}
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -85,10 +86,23 @@ def parse_dsn(dsn: str) -> UpstreamConfig:
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"upstream: expected a postgresql:// URL, got scheme {parts.scheme!r}")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = sorted(set(query) - _URL_PARAMETERS)
+    if unknown:
+        # As libpq does: a typo such as ssl_mode must not silently leave TLS at its default.
+        raise ConfigError(
+            f"upstream: unknown URL parameter {unknown[0]!r} (known: {', '.join(sorted(_URL_PARAMETERS))})"
+        )
     try:
-        port = parts.port or 5432
+        port = 5432 if parts.port is None else parts.port  # ':0' is an error, not the default
     except ValueError as exc:
         raise ConfigError(f"upstream: invalid port in URL: {exc}") from exc
+    try:
+        connect_timeout = float(query.get("connect_timeout", 5))
+    except ValueError as exc:
+        got = query["connect_timeout"]
+        raise ConfigError(
+            f"upstream.connect_timeout: expected a positive number of seconds, got {got!r}"
+        ) from exc
     cfg = UpstreamConfig(
         host=unquote(parts.hostname or "127.0.0.1"),
         port=port,
@@ -97,7 +111,7 @@ def parse_dsn(dsn: str) -> UpstreamConfig:
         password=unquote(parts.password) if parts.password is not None else None,
         sslmode=query.get("sslmode", "prefer"),
         sslrootcert=query.get("sslrootcert"),
-        connect_timeout=float(query.get("connect_timeout", 5)),
+        connect_timeout=connect_timeout,
     )
     _check_upstream(cfg)
     return cfg
@@ -108,7 +122,7 @@ def _check_upstream(cfg: UpstreamConfig) -> None:
         raise ConfigError(f"upstream.sslmode: expected one of {', '.join(SSLMODES)}, got {cfg.sslmode!r}")
     if not 0 < cfg.port < 65536:
         raise ConfigError(f"upstream.port: expected 1-65535, got {cfg.port}")
-    if cfg.connect_timeout <= 0:
+    if not cfg.connect_timeout > 0:  # written so that NaN fails too
         raise ConfigError("upstream.connect_timeout: expected a positive number of seconds")
 
 
@@ -127,9 +141,11 @@ class _Section:
     def _key(self, key: str) -> str:
         return f"{self._where}.{key}" if self._where else key
 
-    def get(self, key: str, kind: type, default: Any) -> Any:
+    def get(self, key: str, kind: type, default: Any, *, nullable: bool = False) -> Any:
         self._seen.add(key)
         value = self._data.get(key, default)
+        if value is None and default is not None and not nullable:
+            raise ConfigError(f"{self._key(key)}: expected {kind.__name__}, got null")
         if value is None or value is default:
             return value
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -162,6 +178,8 @@ def load_config(path: Path) -> Config:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: configuration is not valid UTF-8: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     try:
@@ -182,7 +200,7 @@ def config_from_mapping(data: Any, base: Path) -> Config:
     listen.done()
     admin = root.section("admin")
     admin_host = admin.get("host", str, "127.0.0.1")
-    admin_port = admin.get("port", int, 6480)
+    admin_port = admin.get("port", int, 6480, nullable=True)  # null switches the admin API off
     admin.done()
     tls_s = root.section("tls")
     cert = tls_s.get("cert", str, None)
@@ -205,7 +223,7 @@ def config_from_mapping(data: Any, base: Path) -> Config:
         drain_timeout=lim.get("drain_timeout", float, 30.0),
     )
     lim.done()
-    if limits.startup_timeout <= 0 or limits.drain_timeout < 0:
+    if not (limits.startup_timeout > 0 and limits.drain_timeout >= 0):  # NaN fails too
         raise ConfigError("limits: timeouts must be positive")
     if limits.max_message_bytes < 1024 or limits.max_clients < 1:
         raise ConfigError("limits: max_message_bytes must be at least 1024 and max_clients at least 1")

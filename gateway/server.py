@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-import secrets
 import socket
 import ssl
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from gateway import upstream
 from gateway.config import Config
 from gateway.endpoint import Endpoint
 from gateway.session import Session, new_backend_key
-from gateway.users import UsersFileError, Verifier, load_users
+from gateway.users import UsersFileError, Verifier, load_or_create_secret, load_users, typical_salt_bytes
 from gateway.wire import messages as m
 
 log = structlog.get_logger("sekisho.server")
@@ -42,6 +41,7 @@ class _UsersCache:
         self._path = path
         self._stamp = self._read_stamp()
         self._users = load_users(path)  # at start a missing or broken file is fatal
+        self.salt_bytes = typical_salt_bytes(self._users)
 
     def _read_stamp(self) -> tuple[int, int] | None:
         try:
@@ -57,6 +57,7 @@ class _UsersCache:
             self._stamp = stamp
             try:
                 self._users = load_users(self._path)
+                self.salt_bytes = typical_salt_bytes(self._users)
                 log.info("users_file_reloaded", path=str(self._path), users=len(self._users))
             except UsersFileError as exc:
                 log.error("users_file_invalid_keeping_previous", error=str(exc))
@@ -68,7 +69,7 @@ class Server:
 
     def __init__(self, config: Config, *, sock: socket.socket | None = None) -> None:
         self.config = config
-        self.mock_secret = secrets.token_bytes(32)
+        self.mock_secret = load_or_create_secret(config.users_file.with_name(".sekisho-mock-secret"))
         self.tls_context = self._tls_context()
         self._users = _UsersCache(config.users_file)
         self._sock = sock
@@ -90,6 +91,9 @@ class Server:
 
     def users(self) -> dict[str, Verifier]:
         return self._users.get()
+
+    def mock_salt_bytes(self) -> int:
+        return self._users.salt_bytes
 
     # ------------------------------------------------------------------ listening
 

@@ -201,7 +201,8 @@ class Session:
         mechanism, client_first = m.parse_sasl_initial_response(first)
         if mechanism != MECHANISM:
             raise SessionRefused("28000", f"SASL mechanism {mechanism!r} is not supported; use SCRAM-SHA-256")
-        exchange = ScramServerExchange(self.server.users().get(user), user, self.server.mock_secret)
+        known = self.server.users().get(user)
+        exchange = ScramServerExchange(known, user, self.server.mock_secret, self.server.mock_salt_bytes())
         try:
             server_first = exchange.server_first(client_first)
             self.client.write(m.Authentication(m.AUTH_SASL_CONTINUE, server_first).encode())

@@ -15,13 +15,18 @@ import base64
 import binascii
 import os
 import re
+import secrets
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from scramp import ScramMechanism
 
 ITERATIONS = 4096
+# Salt length of the verifiers ``sekisho passwd`` writes (scramp's default so far); the mock verifier
+# for unknown users uses the same length, or its salt would tell a missing user from a real one.
+SALT_BYTES = 32
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,63}$")
 _VERIFIER = re.compile(
     r"^SCRAM-SHA-256\$(?P<iter>\d+):(?P<salt>[A-Za-z0-9+/=]+)"
@@ -69,13 +74,42 @@ class Verifier:
     @classmethod
     def make(cls, password: str, iterations: int = ITERATIONS) -> Verifier:
         salt, stored, server, count = ScramMechanism("SCRAM-SHA-256").make_auth_info(
-            password, iteration_count=iterations
+            password, iteration_count=iterations, salt=secrets.token_bytes(SALT_BYTES)
         )
         return cls(int(count), bytes(salt), bytes(stored), bytes(server))
 
 
+def typical_salt_bytes(users: dict[str, Verifier]) -> int:
+    """The most common salt length among real verifiers (verifiers copied from PostgreSQL have 16),
+    so that the mock verifier of an unknown user has the same length as most known ones."""
+    lengths = Counter(len(v.salt) for v in users.values())
+    return lengths.most_common(1)[0][0] if lengths else SALT_BYTES
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """A random secret kept in a 0600 file, stable across restarts (for mock verifiers: a salt
+    that changed on every restart for unknown users only would tell them apart from real ones)."""
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data[:32]
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise UsersFileError(f"{path}: cannot read the mock-verifier secret: {exc.strerror}") from exc
+    secret = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secret)
+    except OSError as exc:
+        raise UsersFileError(f"{path}: cannot write the mock-verifier secret: {exc.strerror}") from exc
+    return secret
+
+
 def valid_name(name: str) -> bool:
-    return bool(_NAME.match(name))
+    # fullmatch: with match, '$' also matches before a trailing newline ("bob\n" would pass).
+    return bool(_NAME.fullmatch(name))
 
 
 def load_users(path: Path) -> dict[str, Verifier]:
@@ -84,6 +118,8 @@ def load_users(path: Path) -> dict[str, Verifier]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsersFileError(f"{path}: cannot read users file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsersFileError(f"{path}: users file is not valid UTF-8: {exc}") from exc
     users: dict[str, Verifier] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import struct
 import time
@@ -125,20 +126,24 @@ def test_unknown_user_fails_exactly_like_a_wrong_password(gateway: Gateway) -> N
     assert [code for code, _ in known.fields] == [code for code, _ in unknown.fields]
 
 
-def test_unknown_user_gets_a_full_scram_challenge(gateway: Gateway) -> None:
-    """The mock exchange hands out a salt and iteration count, stable per name."""
-    salts = []
-    for _ in range(2):
-        with raw_client(gateway.port) as client:
-            client.send(m.StartupMessage((("user", "ghost"), ("database", gateway.database))).encode())
-            m.Authentication.decode(client.recv_frame().body)
-            client.send(m.sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=abcdefghijkl").encode())
-            cont = m.Authentication.decode(client.recv_frame().body)
-            assert cont.code == m.AUTH_SASL_CONTINUE
-            attrs = dict(p.split("=", 1) for p in cont.data.decode().split(","))
-            assert attrs["i"] == "4096"
-            salts.append(attrs["s"])
-    assert salts[0] == salts[1]
+def scram_challenge(port: int, user: str, database: str) -> dict[str, str]:
+    """The server-first attributes Sekisho answers a client-first for ``user`` with."""
+    with raw_client(port) as client:
+        client.send(m.StartupMessage((("user", user), ("database", database))).encode())
+        m.Authentication.decode(client.recv_frame().body)
+        client.send(m.sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=abcdefghijkl").encode())
+        cont = m.Authentication.decode(client.recv_frame().body)
+        assert cont.code == m.AUTH_SASL_CONTINUE
+        return dict(p.split("=", 1) for p in cont.data.decode().split(","))
+
+
+def test_unknown_user_gets_a_challenge_shaped_like_a_real_one(gateway: Gateway) -> None:
+    """The mock exchange hands out a salt of the real length and iteration count, stable per name."""
+    ghost = [scram_challenge(gateway.port, "ghost", gateway.database) for _ in range(2)]
+    real = scram_challenge(gateway.port, "maint", gateway.database)
+    assert ghost[0]["s"] == ghost[1]["s"]
+    assert ghost[0]["i"] == real["i"] == "4096"
+    assert len(base64.b64decode(ghost[0]["s"])) == len(base64.b64decode(real["s"]))
 
 
 def test_other_sasl_mechanisms_and_plain_passwords_are_refused(gateway: Gateway) -> None:

@@ -10,7 +10,8 @@ import psycopg
 
 from gateway.users import load_users
 from tests.conftest import GatewayFactory
-from tests.support import ROOT
+from tests.e2e.test_bad_input import scram_challenge
+from tests.support import ROOT, Upstream, start_gateway
 
 
 def _sekisho(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -69,3 +70,24 @@ def test_a_users_file_broken_while_running_keeps_the_last_good_one(gateway_facto
     with psycopg.connect(gw.conninfo("maint")) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert "users_file_invalid_keeping_previous" in gw.log()
+
+
+def test_unknown_users_salt_survives_a_restart(gateway_factory: GatewayFactory, upstream: Upstream) -> None:
+    """A mock salt that changed on restart while real salts stay put would reveal who exists."""
+    gw = gateway_factory()
+    before = scram_challenge(gw.port, "ghost", gw.database)["s"]
+    gw.stop()
+    again = start_gateway(gw.directory, upstream.dsn)
+    try:
+        assert scram_challenge(again.port, "ghost", again.database)["s"] == before
+    finally:
+        again.stop()
+    assert (gw.directory / ".sekisho-mock-secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_unknown_upstream_url_parameters_are_errors(tmp_path: Path) -> None:
+    config = tmp_path / "sekisho.yaml"
+    config.write_text("upstream: postgresql://x@127.0.0.1/db?ssl_mode=require\nusers_file: u.txt\n")
+    out = _sekisho("run", "--config", str(config))
+    assert out.returncode == 2
+    assert "unknown URL parameter 'ssl_mode'" in out.stderr
