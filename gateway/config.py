@@ -5,7 +5,7 @@ Example (every key but ``upstream`` and ``users_file`` has a default)::
     listen: {host: 127.0.0.1, port: 6432}
     upstream: postgresql://sekisho_svc:secret@127.0.0.1:5432/customers?sslmode=prefer
     users_file: users.txt          # relative paths are relative to this file
-    tls: {cert: server.crt, key: server.key, require: false}
+    tls: {cert: server.crt, key: server.key, require_tls: false}
     admin: {host: 127.0.0.1, port: 6480}
     limits: {startup_timeout: 10, max_message_bytes: 67108864, max_clients: 5000,
              drain_timeout: 30}
@@ -54,7 +54,7 @@ class UpstreamConfig:
 class TLSConfig:
     cert: Path | None = None
     key: Path | None = None
-    require: bool = False
+    require_tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +208,13 @@ def config_from_mapping(data: Any, base: Path) -> Config:
     tls = TLSConfig(
         cert=(base / cert) if cert else None,
         key=(base / key) if key else None,
-        require=tls_s.get("require", bool, False),
+        require_tls=tls_s.get("require_tls", bool, False),
     )
     tls_s.done()
     if (tls.cert is None) != (tls.key is None):
         raise ConfigError("tls: cert and key must be given together")
-    if tls.require and tls.cert is None:
-        raise ConfigError("tls.require: true needs tls.cert and tls.key")
+    if tls.require_tls and tls.cert is None:
+        raise ConfigError("tls.require_tls: true needs tls.cert and tls.key")
     lim = root.section("limits")
     limits = Limits(
         startup_timeout=lim.get("startup_timeout", float, 10.0),

@@ -184,7 +184,7 @@ class Session:
         if not user:
             raise SessionRefused("28000", "no PostgreSQL user name specified in startup packet")
         self.user = user
-        if self.server.config.tls.require and not self.tls:
+        if self.server.config.tls.require_tls and not self.tls:
             raise SessionRefused(
                 "28000",
                 f'connection for user "{user}" refused: Sekisho requires TLS (connect with sslmode=require)',

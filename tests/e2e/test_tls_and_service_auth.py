@@ -191,7 +191,7 @@ def test_clients_can_connect_with_verified_tls(
 
 
 def test_require_tls_refuses_plaintext(client_tls: dict[str, str], gateway_factory: GatewayFactory) -> None:
-    gw = gateway_factory(tls={"cert": client_tls["cert"], "key": client_tls["key"], "require": True})
+    gw = gateway_factory(tls={"cert": client_tls["cert"], "key": client_tls["key"], "require_tls": True})
     with pytest.raises(psycopg.OperationalError) as caught:
         psycopg.connect(gw.conninfo("maint"))
     assert "requires TLS" in str(caught.value)

@@ -113,7 +113,7 @@ FULL_EXAMPLE = """\
 listen: {host: 0.0.0.0, port: 7432}
 upstream: postgresql://sekisho_svc:secret@127.0.0.1:5432/customers?sslmode=prefer
 users_file: users.txt          # relative paths are relative to this file
-tls: {cert: tls/server.crt, key: tls/server.key, require: true}
+tls: {cert: tls/server.crt, key: tls/server.key, require_tls: true}
 admin: {host: 127.0.0.2, port: 6481}
 limits: {startup_timeout: 7, max_message_bytes: 1048576, max_clients: 50,
          drain_timeout: 2.5}
@@ -137,7 +137,7 @@ def test_load_full_example(tmp_path: Path) -> None:
         port=7432,
         admin_host="127.0.0.2",
         admin_port=6481,
-        tls=TLSConfig(cert=tmp_path / "tls/server.crt", key=tmp_path / "tls/server.key", require=True),
+        tls=TLSConfig(cert=tmp_path / "tls/server.crt", key=tmp_path / "tls/server.key", require_tls=True),
         limits=Limits(startup_timeout=7.0, max_message_bytes=1048576, max_clients=50, drain_timeout=2.5),
     )
     assert isinstance(config.limits.startup_timeout, float)
@@ -218,7 +218,7 @@ def test_unknown_keys_are_named_by_path(data: dict[str, Any], key: str) -> None:
         ({"listen": {"host": 127}}, "listen.host: expected str, got int"),
         ({"limits": {"startup_timeout": "10"}}, "limits.startup_timeout: expected float, got str"),
         ({"limits": {"drain_timeout": False}}, "limits.drain_timeout: expected float, got bool"),
-        ({"tls": {"require": "yes"}}, "tls.require: expected bool, got str"),
+        ({"tls": {"require_tls": "yes"}}, "tls.require_tls: expected bool, got str"),
         ({"users_file": ["a"]}, "users_file: expected str, got list"),
         ({"upstream": {"port": "5432"}}, "upstream.port: expected int, got str"),
         ({"upstream": 5432}, "upstream: expected a mapping, got int"),
@@ -253,7 +253,7 @@ def test_null_is_not_a_value_for_keys_with_a_default(data: dict[str, Any], key: 
         ({"users_file": None}, "users_file: required"),
         ({"tls": {"cert": "server.crt"}}, "tls: cert and key must be given together"),
         ({"tls": {"key": "server.key"}}, "tls: cert and key must be given together"),
-        ({"tls": {"require": True}}, "tls.require: true needs tls.cert and tls.key"),
+        ({"tls": {"require_tls": True}}, "tls.require_tls: true needs tls.cert and tls.key"),
         ({"limits": {"startup_timeout": 0}}, "limits: timeouts must be positive"),
         ({"limits": {"drain_timeout": -1}}, "limits: timeouts must be positive"),
         ({"limits": {"max_message_bytes": 1023}}, "limits: max_message_bytes must be at least 1024"),
