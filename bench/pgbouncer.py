@@ -14,13 +14,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.pgcluster import free_port
+from tests.support import wait_until_listening
 
 SESSION_DB = "bench"
 TRANSACTION_DB = "bench_tx"
@@ -124,12 +123,8 @@ log_disconnections = 0
         start_new_session=True,  # Ctrl-C reaches the harness, which then stops PgBouncer itself
     )  # fmt: skip
     bouncer = PgBouncer(directory, port, process)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise PgBouncerError(f"pgbouncer exited with {process.returncode}:\n{bouncer.log()[-2000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return bouncer
-        time.sleep(0.05)
-    bouncer.stop()
-    raise PgBouncerError(f"pgbouncer did not start listening:\n{bouncer.log()[-2000:]}")
+    problem = wait_until_listening(process, port, 15)
+    if problem is not None:
+        bouncer.stop()
+        raise PgBouncerError(f"pgbouncer {problem}:\n{bouncer.log()[-2000:]}")
+    return bouncer

@@ -165,15 +165,23 @@ def start_gateway(directory: Path, upstream_dsn: str, **sections: object) -> Gat
             cwd=ROOT,
         )
     gateway = Gateway(directory, port, parse_dsn(upstream_dsn).database, process)
-    deadline = time.monotonic() + 20
+    problem = wait_until_listening(process, port, 20)
+    if problem is not None:
+        gateway.stop()
+        raise RuntimeError(f"sekisho {problem}:\n{gateway.log()}")
+    return gateway
+
+
+def wait_until_listening(process: subprocess.Popen[bytes], port: int, timeout: float) -> str | None:
+    """Wait for a server process to accept on 127.0.0.1:port; None when it does, else what went wrong."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"sekisho exited with {process.returncode}:\n{gateway.log()}")
+            return f"exited with {process.returncode}"
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return gateway
+            return None
         time.sleep(0.05)
-    gateway.stop()
-    raise RuntimeError(f"sekisho did not start listening:\n{gateway.log()}")
+    return "did not start listening"
 
 
 # ----------------------------------------------------------------------------- raw protocol client

@@ -274,8 +274,10 @@ class Bind:
 
 
 @dataclass(frozen=True, slots=True)
-class Describe:
-    TYPE: ClassVar[bytes] = b"D"
+class _Targeted:
+    """Describe and Close share one layout: a target kind ('S'tatement or 'P'ortal) and a name."""
+
+    TYPE: ClassVar[bytes] = b""
     kind: Literal["S", "P"]
     name: str
 
@@ -283,34 +285,24 @@ class Describe:
         return _frame(self.TYPE, self.kind.encode() + _cstr(self.name))
 
     @classmethod
-    def decode(cls, body: bytes) -> Describe:
-        cur = _Cursor(body, "Describe")
+    def decode(cls, body: bytes) -> Self:
+        cur = _Cursor(body, cls.__name__)
         kind = cur.byte()
         if kind not in (b"S", b"P"):
-            raise ProtocolViolation(f"invalid Describe target type {kind!r}")
+            raise ProtocolViolation(f"invalid {cls.__name__} target type {kind!r}")
         name = cur.cstring()
         cur.end()
         return cls("S" if kind == b"S" else "P", name)
 
 
 @dataclass(frozen=True, slots=True)
-class Close:
+class Describe(_Targeted):
+    TYPE: ClassVar[bytes] = b"D"
+
+
+@dataclass(frozen=True, slots=True)
+class Close(_Targeted):
     TYPE: ClassVar[bytes] = b"C"
-    kind: Literal["S", "P"]
-    name: str
-
-    def encode(self) -> bytes:
-        return _frame(self.TYPE, self.kind.encode() + _cstr(self.name))
-
-    @classmethod
-    def decode(cls, body: bytes) -> Close:
-        cur = _Cursor(body, "Close")
-        kind = cur.byte()
-        if kind not in (b"S", b"P"):
-            raise ProtocolViolation(f"invalid Close target type {kind!r}")
-        name = cur.cstring()
-        cur.end()
-        return cls("S" if kind == b"S" else "P", name)
 
 
 @dataclass(frozen=True, slots=True)
