@@ -1,0 +1,68 @@
+"""A snapshot of the upstream catalog, as plain data: what analysis resolves names against.
+
+The gateway loads it from PostgreSQL (gateway/catalog.py); tests build it by hand. Names are stored
+as PostgreSQL stores them (already case-folded: an unquoted ``Customers`` is ``customers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+QualifiedName = tuple[str, str]  # (schema, name)
+
+# Relation kinds, as pg_class.relkind.
+TABLE, PARTITIONED, VIEW, MATVIEW, FOREIGN, SEQUENCE = "r", "p", "v", "m", "f", "S"
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    schema: str
+    name: str
+    kind: str
+    columns: tuple[str, ...]  # attnum order, dropped columns excluded
+    # For views and materialized views: every relation the definition reads, transitively.
+    reads: frozenset[QualifiedName] = frozenset()
+
+    @property
+    def qualified(self) -> QualifiedName:
+        return (self.schema, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    schema: str
+    name: str
+    language: str  # 'internal', 'c', 'sql', 'plpgsql', ...
+
+
+@dataclass(frozen=True)
+class Catalog:
+    relations: Mapping[QualifiedName, Relation]
+    functions: Mapping[QualifiedName, tuple[Function, ...]] = field(default_factory=dict)
+    schemas: frozenset[str] = frozenset({"pg_catalog", "public", "information_schema"})
+
+    @classmethod
+    def of(cls, relations: Iterable[Relation], functions: Iterable[Function] = ()) -> Catalog:
+        rels = {r.qualified: r for r in relations}
+        funcs: dict[QualifiedName, list[Function]] = {}
+        for f in functions:
+            funcs.setdefault((f.schema, f.name), []).append(f)
+        schemas = {"pg_catalog", "information_schema"} | {r.schema for r in rels.values()}
+        return cls(rels, {k: tuple(v) for k, v in funcs.items()}, frozenset(schemas))
+
+    def lookup(self, schema: str | None, name: str, search_path: tuple[str, ...]) -> list[Relation]:
+        """Every relation an (optionally qualified) name could mean, in resolution order.
+
+        Unqualified names search pg_catalog first unless the search_path lists it explicitly, as
+        PostgreSQL does. All candidates are returned, not only the first: a policy check must
+        consider a protected table that a same-named relation earlier in the path might shadow.
+        """
+        if schema is not None:
+            rel = self.relations.get((schema, name))
+            return [rel] if rel else []
+        path = search_path if "pg_catalog" in search_path else ("pg_catalog", *search_path)
+        return [rel for s in path if (rel := self.relations.get((s, name))) is not None]
+
+    def function_schemas(self, name: str) -> tuple[str, ...]:
+        return tuple(sorted({s for (s, n) in self.functions if n == name}))
