@@ -5,6 +5,7 @@ Example (every key but ``upstream`` and ``users_file`` has a default)::
     listen: {host: 127.0.0.1, port: 6432}
     upstream: postgresql://sekisho_svc:secret@127.0.0.1:5432/customers?sslmode=prefer
     users_file: users.txt          # relative paths are relative to this file
+    policy: policy.yaml
     tls: {cert: server.crt, key: server.key, require_tls: false}
     admin: {host: 127.0.0.1, port: 6480}
     limits: {startup_timeout: 10, max_message_bytes: 67108864, max_clients: 5000,
@@ -63,12 +64,14 @@ class Limits:
     max_message_bytes: int = 64 * 1024 * 1024
     max_clients: int = 5000
     drain_timeout: float = 30.0
+    catalog_refresh: float = 60.0  # seconds between catalog snapshots (DDL through Sekisho also refreshes)
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     upstream: UpstreamConfig
     users_file: Path
+    policy_file: Path
     host: str = "127.0.0.1"
     port: int = 6432
     admin_host: str = "127.0.0.1"
@@ -194,6 +197,9 @@ def config_from_mapping(data: Any, base: Path) -> Config:
     users = root.get("users_file", str, None)
     if users is None:
         raise ConfigError("users_file: required (the file of SCRAM verifiers, see 'sekisho passwd')")
+    policy = root.get("policy", str, None)
+    if policy is None:
+        raise ConfigError("policy: required (the policy file; see README.md, 'Policy')")
     listen = root.section("listen")
     host = listen.get("host", str, "127.0.0.1")
     port = listen.get("port", int, 6432)
@@ -221,9 +227,10 @@ def config_from_mapping(data: Any, base: Path) -> Config:
         max_message_bytes=lim.get("max_message_bytes", int, 64 * 1024 * 1024),
         max_clients=lim.get("max_clients", int, 5000),
         drain_timeout=lim.get("drain_timeout", float, 30.0),
+        catalog_refresh=lim.get("catalog_refresh", float, 60.0),
     )
     lim.done()
-    if not (limits.startup_timeout > 0 and limits.drain_timeout >= 0):  # NaN fails too
+    if not (limits.startup_timeout > 0 and limits.drain_timeout >= 0 and limits.catalog_refresh > 0):
         raise ConfigError("limits: timeouts must be positive")
     if limits.max_message_bytes < 1024 or limits.max_clients < 1:
         raise ConfigError("limits: max_message_bytes must be at least 1024 and max_clients at least 1")
@@ -231,6 +238,7 @@ def config_from_mapping(data: Any, base: Path) -> Config:
     return Config(
         upstream=upstream,
         users_file=base / users,
+        policy_file=base / policy,
         host=host,
         port=port,
         admin_host=admin_host,

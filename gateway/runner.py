@@ -45,6 +45,7 @@ async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_policy)  # a broken file keeps the old policy
     await stop.wait()
     log.info("shutting_down")
     if admin is not None:

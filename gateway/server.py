@@ -7,6 +7,7 @@ forget. ``statistics()`` returns a frozen snapshot for the admin API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
 import socket
@@ -17,11 +18,17 @@ from pathlib import Path
 import structlog
 
 from gateway import upstream
+from gateway.catalog import CatalogUnavailable, fetch_catalog
 from gateway.config import Config
 from gateway.endpoint import Endpoint
+from gateway.gate import PolicyService
 from gateway.session import Session, new_backend_key
 from gateway.users import UsersFileError, Verifier, load_or_create_secret, load_users, typical_salt_bytes
 from gateway.wire import messages as m
+from policy.catalog import Catalog
+from policy.errors import PolicyInvalid, Problem
+from policy.loader import check_against_catalog, load_policy
+from policy.model import Policy
 
 log = structlog.get_logger("sekisho.server")
 
@@ -64,11 +71,24 @@ class _UsersCache:
         return self._users
 
 
+def read_policy(path: Path) -> Policy:
+    """Load and validate the policy file (raises PolicyInvalid listing every problem)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyInvalid([Problem(str(path), None, "", f"cannot read the policy file: {exc}")]) from exc
+    return load_policy(text, str(path))
+
+
 class Server:
     """Sekisho's client-facing listener."""
 
     def __init__(self, config: Config, *, sock: socket.socket | None = None) -> None:
         self.config = config
+        self.policy = PolicyService(read_policy(config.policy_file), Catalog.of([]))
+        self.catalog_ready = False
+        self._catalog_wanted = asyncio.Event()
+        self._catalog_task: asyncio.Task[None] | None = None
         self.mock_secret = load_or_create_secret(config.users_file.with_name(".sekisho-mock-secret"))
         self.tls_context = self._tls_context()
         self._users = _UsersCache(config.users_file)
@@ -97,8 +117,52 @@ class Server:
 
     # ------------------------------------------------------------------ listening
 
+    # ------------------------------------------------------------------ policy and catalog
+
+    def reload_policy(self) -> bool:
+        """Re-read the policy file; a broken one never replaces the working one."""
+        try:
+            policy = read_policy(self.config.policy_file)
+        except PolicyInvalid as exc:
+            log.error("policy_invalid_keeping_previous", problems=[str(p) for p in exc.problems])
+            return False
+        self.policy.replace(policy=policy)
+        log.info("policy_reloaded", path=str(self.config.policy_file), version=self.policy.version)
+        return True
+
+    def request_catalog_refresh(self) -> None:
+        """Ask for a new catalog snapshot soon (after DDL, for instance)."""
+        self._catalog_wanted.set()
+
+    async def _refresh_catalog(self) -> bool:
+        try:
+            catalog = await fetch_catalog(self.config.upstream)
+        except CatalogUnavailable as exc:
+            log.warning("catalog_unavailable", error=str(exc))
+            return False
+        self.policy.replace(catalog=catalog)
+        if not self.catalog_ready:
+            log.info("catalog_loaded", relations=len(catalog.relations))
+        self.catalog_ready = True
+        for problem in check_against_catalog(self.policy.policy, catalog):
+            log.warning("policy_catalog_mismatch", problem=str(problem))
+        return True
+
+    async def _catalog_loop(self) -> None:
+        """Keep the catalog current: retry quickly until the first snapshot, then refresh."""
+        while True:
+            delay = self.config.limits.catalog_refresh if self.catalog_ready else 2.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._catalog_wanted.wait()
+                    await asyncio.sleep(0.2)  # let a burst of DDL settle into one refresh
+            self._catalog_wanted.clear()
+            await self._refresh_catalog()
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self._refresh_catalog()
+        self._catalog_task = loop.create_task(self._catalog_loop())
         if self._sock is not None:
             self._listener = await loop.create_server(self._new_endpoint, sock=self._sock, backlog=1024)
         else:
@@ -122,6 +186,7 @@ class Server:
         assert endpoint.transport is not None
         peername = endpoint.transport.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        address = str(peername[0]) if isinstance(peername, tuple) else ""
         if len(self._tasks) >= self.config.limits.max_clients:
             self._too_many += 1
             endpoint.write(
@@ -129,7 +194,7 @@ class Server:
             )
             endpoint.close()
             return
-        task = asyncio.get_running_loop().create_task(Session(self, endpoint, peer).run())
+        task = asyncio.get_running_loop().create_task(Session(self, endpoint, peer, address).run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -193,6 +258,10 @@ class Server:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._catalog_task is not None:
+            self._catalog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._catalog_task
         if self._listener is not None:
             await self._listener.wait_closed()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Container
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -30,8 +31,14 @@ import structlog
 from gateway import upstream
 from gateway.auth import MECHANISM, AuthFailed, ScramServerExchange
 from gateway.endpoint import ConnectionClosed, Endpoint
+from gateway.gate import SessionGate
+from gateway.relay import Relay
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
+from policy.access import connection_refusal
+from policy.decision import UNANALYZABLE, Decision, Deny
+from policy.engine import Named
+from policy.facts import Analysis
 
 if TYPE_CHECKING:
     from gateway.server import Server
@@ -45,6 +52,15 @@ _RELAYED: dict[bytes, bool] = {
     b"H": False, b"d": False, b"c": False, b"f": True, b"F": True,
 }  # fmt: skip
 _TRUTHY_REPLICATION = {"true", "on", "yes", "1", "database"}
+_HELD_LIMIT = 1000  # client messages waiting behind a driven statement before reading pauses
+_DDL_TAGS = (b"CREATE", b"ALTER", b"DROP", b"COMMENT", b"GRANT", b"REVOKE", b"SECURITY")
+
+
+def _is_ddl_tag(body: bytes) -> bool:
+    """A CommandComplete whose tag means the catalog changed (CREATE TABLE, ALTER VIEW, ...)."""
+    return body.startswith(_DDL_TAGS)
+
+
 _FALSY_REPLICATION = {"false", "off", "no", "0"}
 
 
@@ -53,26 +69,33 @@ class SessionRefused(Exception):
 
     code = "session_refused"
 
-    def __init__(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+    def __init__(
+        self, sqlstate: str, message: str, detail: str | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
         self.message = message
         self.detail = detail
+        self.hint = hint
 
 
 class Session:
     """A person's connection through Sekisho, from first byte to close."""
 
-    def __init__(self, server: Server, client: Endpoint, peer: str) -> None:
+    def __init__(self, server: Server, client: Endpoint, peer: str, address: str) -> None:
         self.server = server
         self.client = client
         self.peer = peer
+        self.peer_address = address
         self.user: str | None = None
         self.application_name = ""
         self.tls = False
         self.key = m.BackendKeyData(0, 0)
         self.link: upstream.UpstreamLink | None = None
         self.status = "I"
+        self.gate: SessionGate | None = None
+        self.relay: Relay | None = None
+        self._client_paused = False
         self._upstream_said_fatal = False
         self._ending = False
 
@@ -93,6 +116,7 @@ class Session:
                 self._fatal("08P01", "timeout waiting for the startup and authentication to finish")
                 return
             self._check_database(startup)
+            self._admit()
             try:
                 self.link = await upstream.connect(self.server.config.upstream, params)
             except upstream.UpstreamError as exc:
@@ -105,7 +129,10 @@ class Session:
             self._welcome(self.link)
             await self._relay(self.link)
         except SessionRefused as exc:
-            self._fatal(exc.sqlstate, exc.message, exc.detail)
+            log.info(
+                "session_refused", peer=self.peer, user=self.user, sqlstate=exc.sqlstate, reason=exc.message
+            )
+            self._fatal(exc.sqlstate, exc.message, exc.detail, exc.hint)
         except ProtocolViolation as exc:
             log.info("protocol_violation", peer=self.peer, user=self.user, error=str(exc))
             self._fatal("08P01", str(exc))
@@ -117,10 +144,11 @@ class Session:
             if self.link is not None:
                 self.link.endpoint.close()
 
-    def _fatal(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+    def _fatal(self, sqlstate: str, message: str, detail: str | None = None, hint: str | None = None) -> None:
         """Tell the client why and close the connection (and the upstream link with it)."""
         if not self.client.closed:
-            self.client.write(m.ErrorResponse(m.error_fields("FATAL", sqlstate, message, detail)).encode())
+            fields = m.error_fields("FATAL", sqlstate, message, detail, hint)
+            self.client.write(m.ErrorResponse(fields).encode())
             self.client.close()
         if self.link is not None:
             self.link.endpoint.write(m.Terminate().encode())
@@ -227,6 +255,26 @@ class Session:
             raise SessionRefused("3D000", f'database "{database}" does not exist',
                                  f'Sekisho serves the database "{served}".')  # fmt: skip
 
+    def _admit(self) -> None:
+        """The policy's word on this person connecting at all: a role, the place, the hour."""
+        assert self.user is not None
+        server = self.server
+        gate = SessionGate(server.policy, self.user)
+        permissions = gate.permissions
+        if not permissions.roles:
+            raise SessionRefused(
+                "28000", f'Sekisho policy has no role for user "{self.user}"',
+                hint="Ask a compliance lead to add you to the policy's users.",
+            )  # fmt: skip
+        problem = connection_refusal(server.policy.policy, self.user, self.peer_address, datetime.now(UTC))
+        if problem is not None:
+            raise SessionRefused("28000", problem)
+        if permissions.restricted and not server.catalog_ready:
+            raise SessionRefused(
+                "57P03", "Sekisho is still loading the database catalog; try again in a few seconds"
+            )
+        self.gate = gate
+
     def _welcome(self, link: upstream.UpstreamLink) -> None:
         out = [m.Authentication(m.AUTH_OK).encode()]
         out += [m.ParameterStatus(name, value).encode() for name, value in link.parameters]
@@ -243,6 +291,8 @@ class Session:
     # ------------------------------------------------------------------ relay
 
     async def _relay(self, link: upstream.UpstreamLink) -> None:
+        assert self.gate is not None
+        self.relay = Relay(self._decide, self.gate.permissions.restricted)
         client, up = self.client, link.endpoint
         client.peer, up.peer = up, client
         client.on_lost = self._client_lost
@@ -264,56 +314,93 @@ class Session:
 
     def _from_client(self, data: bytes) -> None:
         reader = self.client.reader
+        relay = self.relay
+        assert relay is not None
         if data:
             reader.feed(data)
-        out: list[bytes] = []
         try:
             while (frame := reader.read()) is not None:
                 kind = frame.type
                 check = _RELAYED.get(kind)
                 if check is None:
                     if kind == b"X":
-                        self._client_terminated(out)
+                        self._flush()
+                        self._client_terminated([])
                         return
                     raise ProtocolViolation(f"invalid frontend message type {kind!r}")
                 if check:
                     m.FRONTEND[kind](frame.body)
-                out.append(frame.raw)
+                relay.client_frame(frame)
         except ProtocolViolation as exc:
             log.info("protocol_violation", peer=self.peer, user=self.user, error=str(exc))
             self._fatal("08P01", str(exc))
             return
-        if out:
-            assert self.link is not None
-            self.link.endpoint.write(out[0] if len(out) == 1 else b"".join(out))
+        self._flush()
+        # Messages held behind a driven statement wait in memory: stop reading when they pile up.
+        if len(relay.held) > _HELD_LIMIT and self.client.transport is not None:
+            self.client.transport.pause_reading()
+            self._client_paused = True
 
     def _from_upstream(self, data: bytes) -> None:
         assert self.link is not None
+        assert self.relay is not None
         reader = self.link.endpoint.reader
+        relay = self.relay
         if data:
             reader.feed(data)
-        out: list[bytes] = []
         try:
             while (frame := reader.read()) is not None:
                 kind = frame.type
                 if kind == b"Z":
                     self.status = m.ReadyForQuery.decode(frame.body).status
-                elif kind == b"E" and m.ErrorResponse.decode(frame.body).get("S") in (
-                    "FATAL",
-                    "PANIC",
-                ):
+                elif kind == b"E" and m.ErrorResponse.decode(frame.body).get("S") in ("FATAL", "PANIC"):
                     self._upstream_said_fatal = True
+                elif kind == b"C" and _is_ddl_tag(frame.body):
+                    self.server.request_catalog_refresh()
                 elif kind in (b"R", b"K"):
                     raise ProtocolViolation(f"unexpected message {kind!r} from the database mid-session")
-                out.append(frame.raw)
+                relay.upstream_frame(frame)
         except ProtocolViolation as exc:
             log.error("upstream_protocol_violation", peer=self.peer, user=self.user, error=str(exc))
-            if out:
-                self.client.write(b"".join(out))
+            self._flush()
             self._fatal("08006", "the database sent an invalid message; the session was closed")
             return
-        if out:
+        self._flush()
+        if self._client_paused and not relay.held and self.client.transport is not None:
+            self._client_paused = False
+            self.client.transport.resume_reading()
+        if relay.held and not relay.barrier:
+            relay.release_held()
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send what the relay produced, one write per direction."""
+        relay = self.relay
+        assert relay is not None
+        assert self.link is not None
+        if relay.to_upstream:
+            out = relay.to_upstream
+            self.link.endpoint.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if relay.to_client:
+            out = relay.to_client
             self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def _decide(self, sql: str, named: Named) -> tuple[Analysis, Decision]:
+        """The policy's decision; any fault inside analysis refuses the statement (fail closed)."""
+        assert self.gate is not None
+        try:
+            verdict = self.gate.decide(sql, named)
+        except Exception as exc:  # a bug in analysis must never let a statement through
+            log.exception("analysis_failed", user=self.user, error=str(exc))
+            message = "Sekisho could not analyze this statement (internal error), so it is refused"
+            deny = Deny("unanalyzable", UNANALYZABLE, message)
+            return Analysis(()), deny
+        if isinstance(verdict.decision, Deny):
+            log.info("statement_refused", user=self.user, rule=verdict.decision.rule,
+                     sqlstate=verdict.decision.sqlstate, statement=sql[:500])  # fmt: skip
+        return verdict.analysis, verdict.decision
 
     def _client_terminated(self, pending: list[bytes]) -> None:
         assert self.link is not None

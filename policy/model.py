@@ -122,4 +122,8 @@ class Policy:
         return tuple(self.roles[n] for n in names if n in self.roles)
 
     def is_protected(self, relation: QualifiedName) -> bool:
-        return relation in self.tables
+        """Protected by name; a relation the catalog does not know yet (schema "") counts as
+        protected when any protected table has its name: fail closed on a stale catalog."""
+        if relation in self.tables:
+            return True
+        return relation[0] == "" and any(name == relation[1] for _, name in self.tables)

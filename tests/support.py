@@ -33,7 +33,44 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".test-work"
 TEST_DATABASE = "sekisho_test"
 TEST_ROWS = 2000
-PEOPLE = ("maint", "lead", "auditor", "alice")
+PEOPLE = ("maint", "lead", "auditor", "alice", "contractor", "strict", "clerk")
+
+# The suite's default policy. The relay tests' people (maint, lead, auditor, alice) are
+# unrestricted, so the protocol is exercised unshaped; the policy tests use the restricted people:
+# contractor (the demo's maintenance role), strict (a small cap that fails instead of truncating)
+# and clerk (may write orders).
+TEST_POLICY = """\
+version: 1
+protected_tables:
+  public.customers:
+    pii:
+      name: full
+      address: {mask: partial, keep_first: 3}
+      phone: phone
+      email: email
+      card_number: card
+  public.orders:
+    pii: {}
+roles:
+  relay: {restricted: false}
+  maintenance: {restricted: true, max_rows: 100, on_row_cap: truncate}
+  strict: {restricted: true, max_rows: 10, on_row_cap: error}
+  clerk: {restricted: true, max_rows: 100, allow: [protected_writes], writable: [public.orders]}
+  approvers: {restricted: true, max_rows: 100}
+users:
+  maint: {roles: [relay]}
+  lead: {roles: [relay]}
+  auditor: {roles: [relay]}
+  alice: {roles: [relay]}
+  contractor: {roles: [maintenance]}
+  strict: {roles: [strict]}
+  clerk: {roles: [clerk]}
+elevations:
+  bulk_export:
+    grants: {allow: [copy_protected], max_rows: 10000}
+    max_duration: 2h
+    approvers: [approvers]
+"""
 
 
 @dataclass
@@ -141,11 +178,15 @@ def write_gateway_config(
     if not users.exists():
         for person in PEOPLE:
             set_password(users, person, person)
+    policy = directory / "policy.yaml"
+    if not policy.exists():
+        policy.write_text(TEST_POLICY)
     config: dict[str, object] = {
         "listen": {"host": "127.0.0.1", "port": port},
         "admin": {"host": "127.0.0.1", "port": admin_port or free_port()},
         "upstream": upstream_dsn,
         "users_file": "users.txt",
+        "policy": "policy.yaml",
     }
     config.update(sections)
     path = directory / "sekisho.yaml"

@@ -1,0 +1,149 @@
+"""evaluate(): the decision for one client string, from its analysis and the person's permissions.
+
+Every statement in the string meets every rule (``policy.rules.RULES``); the first refusal decides
+for the whole string, because a multi-statement string runs as one implicit transaction and a
+partial run would be harder to reason about than none. Otherwise the string is allowed with the
+smallest row cap among its statements: rows are counted across the whole string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from policy.decision import POLICY_REFUSED, SYNTAX_ERROR, UNANALYZABLE, Allow, Decision, Deny
+from policy.facts import Access, Analysis, StatementFacts
+from policy.model import RULE_CLASSES, Policy
+from policy.permissions import Permissions
+from policy.rules import RULES, RuleContext, Violation
+from policy.rules.base import show
+
+CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+NAMED_ROW_SOURCES = frozenset({"execute", "fetch"})  # rows come from a prepared statement or cursor
+
+
+def evaluate(
+    analysis: Analysis,
+    policy: Policy,
+    permissions: Permissions,
+    named: Named | None = None,
+) -> Decision:
+    """Decide on a whole client string. ``named`` holds the prepared statements and cursors known
+    to the session with the allowance each was created with (EXECUTE and FETCH inherit it)."""
+    if analysis.error is not None:
+        if not permissions.restricted:
+            return Allow()  # PostgreSQL will report its own syntax error to a break-glass DBA
+        return Deny("syntax", SYNTAX_ERROR, f"Sekisho could not parse this statement: {analysis.error}")
+    ctx = RuleContext(policy, permissions)
+    allowance = Allow(on_cap=permissions.on_row_cap)
+    protected: set[tuple[str, str]] = set()
+    audited: list[str] = []
+    for stmt in analysis.statements:
+        decision = decide_statement(stmt, ctx, named or Named())
+        if isinstance(decision, Deny):
+            return decision
+        allowance = allowance.with_cap(decision.row_cap, decision.cap_rule)
+        protected |= decision.protected
+        audited += decision.audited
+    return Allow(
+        allowance.row_cap, allowance.cap_rule, allowance.on_cap, frozenset(protected), tuple(audited)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A session's prepared statements and cursors (their namespaces are separate in PostgreSQL)."""
+
+    statements: Mapping[str, Allow] = field(default_factory=dict)
+    cursors: Mapping[str, Allow] = field(default_factory=dict)
+
+    def source_of(self, stmt: StatementFacts) -> Allow | None:
+        if stmt.prepared_name is None:
+            return None
+        if stmt.command == "execute":
+            return self.statements.get(stmt.prepared_name)
+        if stmt.command in ("fetch", "move"):
+            return self.cursors.get(stmt.prepared_name)
+        return None
+
+
+def decide_statement(stmt: StatementFacts, ctx: RuleContext, named: Named) -> Decision:
+    """The decision for one statement (the gateway also records it for PREPARE and DECLARE)."""
+    permissions = ctx.permissions
+    audited: list[str] = []
+    for rule in RULES:
+        violation = rule(stmt, ctx)
+        if violation is None:
+            continue
+        if violation.regardless or permissions.refuses(violation.rule):
+            return _refusal(violation, ctx)
+        audited.append(violation.rule)
+    inherited = named.source_of(stmt)
+    if stmt.command in NAMED_ROW_SOURCES and inherited is None and permissions.restricted:
+        return Deny(
+            "unanalyzable",
+            UNANALYZABLE,
+            f'Sekisho does not know what "{stmt.prepared_name}" runs, so {stmt.command.upper()} is refused '
+            "(rule unanalyzable)",
+            hint="Prepare the statement or declare the cursor in this session, through Sekisho.",
+        )
+    cap, cap_rule = _row_cap(stmt, ctx, inherited)
+    protected = frozenset(t.relation for t in stmt.tables if ctx.policy.is_protected(t.relation))
+    if inherited is not None:
+        protected |= inherited.protected
+    return Allow(cap, cap_rule, permissions.on_row_cap, protected, tuple(audited))
+
+
+def _row_cap(
+    stmt: StatementFacts, ctx: RuleContext, inherited: Allow | None
+) -> tuple[int | None, str | None]:
+    """The smallest cap among the role's per-statement cap and the caps of the tables read."""
+    if inherited is not None:
+        return inherited.row_cap, inherited.cap_rule
+    reads = {
+        t.relation for t in stmt.tables if t.access == Access.READ and t.relation[0] not in CATALOG_SCHEMAS
+    }
+    # PREPARE and DECLARE return no rows themselves, but the rows they set up are capped later.
+    if not reads or not (stmt.returns_rows or stmt.command in ("prepare", "declare")):
+        return None, None
+    best: tuple[int | None, str | None] = (None, None)
+    permissions = ctx.permissions
+    if permissions.max_rows is not None:
+        best = (permissions.max_rows, f"max_rows of role {'/'.join(permissions.roles)}")
+    for relation in sorted(reads):
+        cap = permissions.table_max_rows.get(relation)
+        if cap is not None and (best[0] is None or cap < best[0]):
+            best = (cap, f"max_rows for {show(relation)}")
+    return best
+
+
+def _refusal(violation: Violation, ctx: RuleContext) -> Deny:
+    rule = violation.rule
+    user = ctx.permissions.user
+    if rule == "unanalyzable":
+        return Deny(
+            rule,
+            UNANALYZABLE,
+            f"Sekisho cannot establish what this statement does, so it is refused for {user} "
+            f"(rule unanalyzable): {violation.what}",
+            hint="Rewrite it as plain SQL over named tables, or ask a compliance lead for an elevation.",
+        )
+    return Deny(
+        rule,
+        POLICY_REFUSED,
+        f"Sekisho policy refuses {violation.what} for {user} (rule {rule})",
+        detail=f"Rule {rule}: {RULE_CLASSES.get(rule, rule)}.",
+        hint=_elevation_hint(rule, ctx.policy),
+    )
+
+
+def _elevation_hint(rule: str, policy: Policy) -> str:
+    offers = []
+    for elevation in policy.elevations.values():
+        granted_roles = [policy.roles[r] for r in elevation.grants_roles if r in policy.roles]
+        if rule in elevation.grants_allow or any(not r.restricted or rule in r.allow for r in granted_roles):
+            approvers = " or ".join(elevation.approvers) or "an approver"
+            offers.append(f"the elevation '{elevation.name}' (approved by {approvers})")
+    if offers:
+        return f"If your work needs this, request {', or '.join(offers)}."
+    return "If your work needs this, ask your compliance lead; the current policy offers no elevation for it."
