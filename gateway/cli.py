@@ -7,15 +7,19 @@ printed as one clear line and exit with status 2; nothing prints a traceback at 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, load_config, parse_dsn
-from gateway.demo import install_sigterm_as_interrupt, run_demo
+from gateway.catalog import CatalogUnavailable, fetch_catalog
+from gateway.config import ConfigError, UpstreamConfig, load_config, parse_dsn
+from gateway.demo import DEMO_POLICY, install_sigterm_as_interrupt, run_demo
 from gateway.pgcluster import ClusterError
 from gateway.runner import serve
 from gateway.users import UsersFileError, set_password
+from policy.errors import PolicyInvalid, Problem
+from policy.loader import check_against_catalog, load_policy_with_positions
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,11 +37,26 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--admin-port", type=int, default=6480)
     demo.add_argument("--rows", type=int, default=100_000, help="customers to seed (default 100000)")
     demo.add_argument("--data-dir", type=Path, default=Path(".sekisho-demo"))
+    demo.add_argument(
+        "--policy", type=Path, default=DEMO_POLICY, help="policy file (default: the demo policy)"
+    )
 
     passwd = sub.add_parser("passwd", help="set a person's password in the users file")
     passwd.add_argument("user")
     passwd.add_argument("--users-file", type=Path, default=Path("users.txt"))
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    policy = sub.add_parser("policy", help="work with policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser(
+        "check", help="validate a policy file, and with a database, check it against the live catalog"
+    )
+    check.add_argument("file", type=Path, help="the policy YAML file")
+    where = check.add_mutually_exclusive_group()
+    where.add_argument(
+        "--config", "-c", type=Path, help="check against this configuration's upstream database"
+    )
+    where.add_argument("--upstream", help="check against this PostgreSQL (postgresql:// URL)")
     return parser
 
 
@@ -54,6 +73,71 @@ def _passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_check(args: argparse.Namespace) -> int:
+    """Exit 0 when the policy is valid (and matches the catalog), 1 with problems, 2 when it could
+    not be read or the database could not be reached."""
+    path: Path = args.file
+    upstream: UpstreamConfig | None = None
+    if args.upstream is not None:
+        upstream = parse_dsn(args.upstream)
+    elif args.config is not None:
+        upstream = load_config(args.config).upstream
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(
+            f"sekisho: cannot read the policy file {path}: {exc.strerror or exc}; nothing was checked",
+            file=sys.stderr,
+        )
+        return 2
+    except UnicodeDecodeError:
+        print(f"sekisho: the policy file {path} is not UTF-8 text; nothing was checked", file=sys.stderr)
+        return 2
+    not_checked = "; it was not checked against the database" if upstream is not None else ""
+    try:
+        policy, positions = load_policy_with_positions(text, str(path))
+    except PolicyInvalid as exc:
+        return _report_problems(path, exc.problems, not_checked)
+    against = "; not checked against a database (give --upstream or --config to do so)"
+    if upstream is not None:
+        try:
+            catalog = asyncio.run(fetch_catalog(upstream))
+        except CatalogUnavailable as exc:
+            print(f"sekisho: {exc}", file=sys.stderr)
+            print(
+                f"sekisho: {path} is valid, but the check against the live catalog was NOT done",
+                file=sys.stderr,
+            )
+            return 2
+        problems = check_against_catalog(policy, catalog, positions)
+        if problems:
+            return _report_problems(path, problems, f" in the live catalog of {upstream.describe()}")
+        against = f"; checked against the live catalog of {upstream.describe()}"
+    pii = sum(len(table.pii) for table in policy.tables.values())
+    counts = ", ".join(
+        _count(n, word)
+        for n, word in (
+            (len(policy.roles), "role"),
+            (len(policy.users), "user"),
+            (len(policy.tables), "protected table"),
+            (pii, "PII column"),
+        )
+    )
+    print(f"{path}: OK ({counts}{against})")
+    return 0
+
+
+def _report_problems(path: Path, problems: list[Problem], context: str) -> int:
+    for problem in problems:
+        print(problem)
+    print(f"{path}: {_count(len(problems), 'problem')}{context}", file=sys.stderr)
+    return 1
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -68,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.rows < 1:
                 raise ConfigError("--rows: expected a positive number of customers")
             install_sigterm_as_interrupt()
-            return run_demo(args.upstream, args.port, args.admin_port, args.rows, args.data_dir)
+            return run_demo(
+                args.upstream, args.port, args.admin_port, args.rows, args.data_dir, policy=args.policy
+            )
         if args.command == "passwd":
             return _passwd(args)
-    except (ConfigError, UsersFileError, ClusterError, OSError) as exc:
+        if args.command == "policy":
+            return _policy_check(args)
+    except (ConfigError, UsersFileError, ClusterError, PolicyInvalid, OSError) as exc:
         print(f"sekisho: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -65,6 +65,7 @@ users:
   contractor: {roles: [maintenance]}
   strict: {roles: [strict]}
   clerk: {roles: [clerk]}
+  newcomer: {roles: [relay]}  # gets a password in test_cli
 elevations:
   bulk_export:
     grants: {allow: [copy_protected], max_rows: 10000}

@@ -38,14 +38,14 @@ def test_passwd_writes_a_verifier_that_the_running_gateway_accepts(gateway_facto
 def test_run_with_a_broken_configuration_says_what_is_wrong(tmp_path: Path) -> None:
     config = tmp_path / "sekisho.yaml"
     config.write_text(
-        "upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\nlimits: {startup_timeout: soon}\n"
+        "upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\npolicy: policy.yaml\nlimits: {startup_timeout: soon}\n"
     )
     out = _sekisho("run", "--config", str(config))
     assert out.returncode == 2
     assert "limits.startup_timeout: expected float, got str 'soon'" in out.stderr
     assert "Traceback" not in out.stderr
 
-    config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\nlisten: {prot: 1}\n")
+    config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\npolicy: policy.yaml\nlisten: {prot: 1}\n")
     out = _sekisho("run", "--config", str(config))
     assert "listen.prot: unknown key" in out.stderr
 
@@ -57,7 +57,7 @@ def test_run_with_a_broken_configuration_says_what_is_wrong(tmp_path: Path) -> N
 
 def test_run_with_a_missing_users_file_says_so(tmp_path: Path) -> None:
     config = tmp_path / "sekisho.yaml"
-    config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: nowhere.txt\n")
+    config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: nowhere.txt\npolicy: policy.yaml\n")
     out = _sekisho("run", "--config", str(config))
     assert out.returncode == 2
     assert "nowhere.txt: cannot read users file" in out.stderr
@@ -87,7 +87,7 @@ def test_unknown_users_salt_survives_a_restart(gateway_factory: GatewayFactory, 
 
 def test_unknown_upstream_url_parameters_are_errors(tmp_path: Path) -> None:
     config = tmp_path / "sekisho.yaml"
-    config.write_text("upstream: postgresql://x@127.0.0.1/db?ssl_mode=require\nusers_file: u.txt\n")
+    config.write_text("upstream: postgresql://x@127.0.0.1/db?ssl_mode=require\nusers_file: u.txt\npolicy: policy.yaml\n")
     out = _sekisho("run", "--config", str(config))
     assert out.returncode == 2
     assert "unknown URL parameter 'ssl_mode'" in out.stderr

@@ -113,6 +113,7 @@ FULL_EXAMPLE = """\
 listen: {host: 0.0.0.0, port: 7432}
 upstream: postgresql://sekisho_svc:secret@127.0.0.1:5432/customers?sslmode=prefer
 users_file: users.txt          # relative paths are relative to this file
+policy: policy.yaml
 tls: {cert: tls/server.crt, key: tls/server.key, require_tls: true}
 admin: {host: 127.0.0.2, port: 6481}
 limits: {startup_timeout: 7, max_message_bytes: 1048576, max_clients: 50,
@@ -133,6 +134,7 @@ def test_load_full_example(tmp_path: Path) -> None:
             host="127.0.0.1", port=5432, database="customers", user="sekisho_svc", password="secret"
         ),
         users_file=tmp_path / "users.txt",
+        policy_file=tmp_path / "policy.yaml",
         host="0.0.0.0",  # noqa: S104 - the value under test, not a bind
         port=7432,
         admin_host="127.0.0.2",
@@ -144,8 +146,12 @@ def test_load_full_example(tmp_path: Path) -> None:
 
 
 def test_minimal_config_takes_defaults(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, "upstream: postgresql://db/app\nusers_file: /etc/sekisho/users\n"))
-    assert config == Config(upstream=parse_dsn("postgresql://db/app"), users_file=Path("/etc/sekisho/users"))
+    config = load_config(_write(tmp_path, "upstream: postgresql://db/app\nusers_file: /etc/sekisho/users\npolicy: policy.yaml\n"))
+    assert config == Config(
+        upstream=parse_dsn("postgresql://db/app"),
+        users_file=Path("/etc/sekisho/users"),
+        policy_file=tmp_path / "policy.yaml",
+    )
     assert (config.host, config.port, config.admin_port) == ("127.0.0.1", 6432, 6480)
     assert config.tls == TLSConfig()
     assert config.limits == Limits()
@@ -164,6 +170,7 @@ def test_upstream_as_a_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
       sslrootcert: /etc/ca.pem
       connect_timeout: 3
     users_file: users.txt
+    policy: policy.yaml
     """
     upstream = load_config(_write(tmp_path, text)).upstream
     assert upstream == UpstreamConfig(
@@ -179,12 +186,12 @@ def test_upstream_as_a_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_admin_api_can_be_switched_off(tmp_path: Path) -> None:
-    text = "upstream: postgresql://db/app\nusers_file: u\nadmin: {port: null}\n"
+    text = "upstream: postgresql://db/app\nusers_file: u\npolicy: policy.yaml\nadmin: {port: null}\n"
     assert load_config(_write(tmp_path, text)).admin_port is None
 
 
 def _error(data: Any) -> str:
-    base = {"upstream": "postgresql://db/app", "users_file": "users.txt"}
+    base = {"upstream": "postgresql://db/app", "users_file": "users.txt", "policy": "policy.yaml"}
     if isinstance(data, dict):
         data = {**base, **data}
     with pytest.raises(ConfigError) as caught:
@@ -251,6 +258,8 @@ def test_null_is_not_a_value_for_keys_with_a_default(data: dict[str, Any], key: 
     [
         ({"upstream": None}, "upstream: required"),
         ({"users_file": None}, "users_file: required"),
+        ({"policy": None}, "policy: required"),
+        ({"limits": {"catalog_refresh": 0}}, "limits: timeouts must be positive"),
         ({"tls": {"cert": "server.crt"}}, "tls: cert and key must be given together"),
         ({"tls": {"key": "server.key"}}, "tls: cert and key must be given together"),
         ({"tls": {"require_tls": True}}, "tls.require_tls: true needs tls.cert and tls.key"),
@@ -277,7 +286,7 @@ def test_missing_upstream_and_users_file() -> None:
 
 def test_password_env_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEKISHO_TEST_NO_SUCH_VAR", raising=False)
-    text = "upstream: {host: db, password_env: SEKISHO_TEST_NO_SUCH_VAR}\nusers_file: u\n"
+    text = "upstream: {host: db, password_env: SEKISHO_TEST_NO_SUCH_VAR}\nusers_file: u\npolicy: policy.yaml\n"
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
@@ -287,7 +296,7 @@ def test_password_env_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
-    path = _write(tmp_path, "upstream: postgresql://db/app\nusers_file: u\nlimits: {bogus: 1}\n")
+    path = _write(tmp_path, "upstream: postgresql://db/app\nusers_file: u\npolicy: policy.yaml\nlimits: {bogus: 1}\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"{path}: limits.bogus: unknown key")
@@ -299,7 +308,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(_write(tmp_path, "upstream: [unclosed\n"))
     not_utf8 = tmp_path / "latin1.yaml"
-    not_utf8.write_bytes(b"# caf\xe9\nupstream: postgresql://db/app\nusers_file: u\n")
+    not_utf8.write_bytes(b"# caf\xe9\nupstream: postgresql://db/app\nusers_file: u\npolicy: policy.yaml\n")
     with pytest.raises(ConfigError) as caught:
         load_config(not_utf8)
     assert str(caught.value).startswith(f"{not_utf8}: configuration is not valid UTF-8")
