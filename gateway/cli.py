@@ -1,4 +1,4 @@
-"""The `sekisho` command: run | demo | passwd.
+"""The `sekisho` command: run | demo | passwd | policy check | explain.
 
 Errors a person can fix (a bad configuration, an unreadable users file, a missing PostgreSQL) are
 printed as one clear line and exit with status 2; nothing prints a traceback at them.
@@ -15,10 +15,15 @@ from pathlib import Path
 from gateway.catalog import CatalogUnavailable, fetch_catalog
 from gateway.config import ConfigError, UpstreamConfig, load_config, parse_dsn
 from gateway.demo import DEMO_POLICY, install_sigterm_as_interrupt, run_demo
+from gateway.gate import PolicyService, SessionGate
 from gateway.pgcluster import ClusterError
 from gateway.runner import serve
+from gateway.server import read_policy
 from gateway.users import UsersFileError, set_password
+from policy.catalog import Catalog
+from policy.engine import Named
 from policy.errors import PolicyInvalid, Problem
+from policy.explain import render
 from policy.loader import check_against_catalog, load_policy_with_positions
 
 
@@ -57,7 +62,48 @@ def _parser() -> argparse.ArgumentParser:
         "--config", "-c", type=Path, help="check against this configuration's upstream database"
     )
     where.add_argument("--upstream", help="check against this PostgreSQL (postgresql:// URL)")
+
+    explain = sub.add_parser("explain", help="show what Sekisho sees in a statement and what it decides")
+    explain.add_argument("sql", help="the statement(s), as a client would send them")
+    explain.add_argument("--user", "-u", required=True, help="the person to decide for")
+    explain.add_argument("--policy", "-p", type=Path, help="policy file (default: the configuration's)")
+    source = explain.add_mutually_exclusive_group()
+    source.add_argument("--config", "-c", type=Path, help="use this configuration's policy and database")
+    source.add_argument("--upstream", help="resolve names against this PostgreSQL (postgresql:// URL)")
     return parser
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """Analyze and decide exactly as the gateway would, and print it."""
+    upstream: UpstreamConfig | None = None
+    policy_path: Path | None = args.policy
+    if args.config is not None:
+        config = load_config(args.config)
+        upstream = config.upstream
+        policy_path = policy_path or config.policy_file
+    elif args.upstream is not None:
+        upstream = parse_dsn(args.upstream)
+    if policy_path is None:
+        raise ConfigError("explain: give --policy FILE or --config FILE")
+    policy = read_policy(policy_path)
+    catalog = Catalog.of([])
+    if upstream is not None:
+        try:
+            catalog = asyncio.run(fetch_catalog(upstream))
+        except CatalogUnavailable as exc:
+            print(f"sekisho: {exc}", file=sys.stderr)
+            return 2
+    else:
+        print(
+            "sekisho: no database given (--config or --upstream): names are not resolved against a "
+            "live catalog, so protected tables are recognized by name only",
+            file=sys.stderr,
+        )
+    service = PolicyService(policy, catalog)
+    gate = SessionGate(service, args.user)
+    verdict = gate.decide(args.sql, Named())
+    print(render(verdict.analysis, verdict.decision, policy, gate.permissions))
+    return 0
 
 
 def _passwd(args: argparse.Namespace) -> int:
@@ -155,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(
                 args.upstream, args.port, args.admin_port, args.rows, args.data_dir, policy=args.policy
             )
+        if args.command == "explain":
+            return _explain(args)
         if args.command == "passwd":
             return _passwd(args)
         if args.command == "policy":

@@ -199,16 +199,20 @@ def run_demo(
         write_config(paths, upstream, port, admin_port, policy)
         config = load_config(paths.config)
         database = config.upstream.database
-        _say("")
-        _say(f"Sekisho is listening on 127.0.0.1:{port} in front of {config.upstream.describe()} "
-             f"({count:,} customers); admin API on 127.0.0.1:{admin_port}.")  # fmt: skip
-        _say("Connect as the maintenance user (password: maint):")
-        _say(f'    PGPASSWORD=maint psql "host=127.0.0.1 port={port} dbname={database} user=maint"')
-        _say("Other people: lead (compliance lead), auditor (read-only audit); password = user name.")
-        _say(f"Policy: {policy} (customers' PII is masked for maintenance; 100 rows per statement).")
-        _say("Try:  \\d customers    SELECT count(*) FROM customers;    SELECT * FROM customers LIMIT 5;")
-        _say("Press Ctrl-C to stop.")
-        return serve(config)
+
+        def ready() -> None:
+            _say("")
+            _say(f"Sekisho is listening on 127.0.0.1:{port} in front of {config.upstream.describe()} "
+                 f"({count:,} customers); admin API on 127.0.0.1:{admin_port}.")  # fmt: skip
+            _say("Connect as the maintenance user (password: maint):")
+            _say(f'    PGPASSWORD=maint psql "host=127.0.0.1 port={port} dbname={database} user=maint"')
+            _say("Other people: lead (compliance lead), auditor (read-only audit); password = user name.")
+            _say(f"Policy: {policy} (maintenance: at most 100 rows per statement, no bulk export of "
+                 "customers, no server files or programs).")  # fmt: skip
+            _say("Try:  \\d customers    SELECT count(*) FROM customers;    COPY customers TO STDOUT;")
+            _say("Press Ctrl-C to stop.")
+
+        return serve(config, on_ready=ready)
     finally:
         if cluster is not None:
             _say("sekisho demo: stopping the private PostgreSQL")

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import structlog
 import uvloop
@@ -34,13 +35,15 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, on_ready: Callable[[], None] | None) -> int:
     server = Server(config)
     await server.start()
     admin: AdminAPI | None = None
     if config.admin_port is not None:
         admin = AdminAPI(server, config.admin_host, config.admin_port)
         await admin.start()
+    if on_ready is not None:
+        on_ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -54,9 +57,10 @@ async def _serve(config: Config) -> int:
     return 0
 
 
-def serve(config: Config, log_level: str = "info") -> int:
-    """Serve until SIGINT/SIGTERM, then drain; returns the process exit code."""
+def serve(config: Config, log_level: str = "info", on_ready: Callable[[], None] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM, then drain; returns the process exit code. ``on_ready`` runs
+    once the listener and the admin API accept connections."""
     configure_logging(log_level)
     with contextlib.suppress(KeyboardInterrupt):
-        return uvloop.run(_serve(config))
+        return uvloop.run(_serve(config, on_ready))
     return 0

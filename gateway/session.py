@@ -397,9 +397,14 @@ class Session:
             message = "Sekisho could not analyze this statement (internal error), so it is refused"
             deny = Deny("unanalyzable", UNANALYZABLE, message)
             return Analysis(()), deny
-        if isinstance(verdict.decision, Deny):
-            log.info("statement_refused", user=self.user, rule=verdict.decision.rule,
-                     sqlstate=verdict.decision.sqlstate, statement=sql[:500])  # fmt: skip
+        decision = verdict.decision
+        if isinstance(decision, Deny):
+            log.info("statement_refused", user=self.user, rule=decision.rule,
+                     sqlstate=decision.sqlstate, statement=sql[:500])  # fmt: skip
+        elif decision.audited:
+            # Allowed only because this person is unrestricted (break glass): always on the record.
+            log.warning("statement_break_glass", user=self.user, rules=sorted(set(decision.audited)),
+                        statement=sql[:500])  # fmt: skip
         return verdict.analysis, verdict.decision
 
     def _client_terminated(self, pending: list[bytes]) -> None:

@@ -11,7 +11,7 @@ import psycopg
 from gateway.users import load_users
 from tests.conftest import GatewayFactory
 from tests.e2e.test_bad_input import scram_challenge
-from tests.support import ROOT, Upstream, start_gateway
+from tests.support import ROOT, TEST_POLICY, Upstream, start_gateway
 
 
 def _sekisho(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,7 +45,9 @@ def test_run_with_a_broken_configuration_says_what_is_wrong(tmp_path: Path) -> N
     assert "limits.startup_timeout: expected float, got str 'soon'" in out.stderr
     assert "Traceback" not in out.stderr
 
-    config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\npolicy: policy.yaml\nlisten: {prot: 1}\n")
+    config.write_text(
+        "upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\npolicy: policy.yaml\nlisten: {prot: 1}\n"
+    )
     out = _sekisho("run", "--config", str(config))
     assert "listen.prot: unknown key" in out.stderr
 
@@ -56,6 +58,7 @@ def test_run_with_a_broken_configuration_says_what_is_wrong(tmp_path: Path) -> N
 
 
 def test_run_with_a_missing_users_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(TEST_POLICY)
     config = tmp_path / "sekisho.yaml"
     config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: nowhere.txt\npolicy: policy.yaml\n")
     out = _sekisho("run", "--config", str(config))
@@ -87,7 +90,22 @@ def test_unknown_users_salt_survives_a_restart(gateway_factory: GatewayFactory, 
 
 def test_unknown_upstream_url_parameters_are_errors(tmp_path: Path) -> None:
     config = tmp_path / "sekisho.yaml"
-    config.write_text("upstream: postgresql://x@127.0.0.1/db?ssl_mode=require\nusers_file: u.txt\npolicy: policy.yaml\n")
+    config.write_text(
+        "upstream: postgresql://x@127.0.0.1/db?ssl_mode=require\nusers_file: u.txt\npolicy: policy.yaml\n"
+    )
     out = _sekisho("run", "--config", str(config))
     assert out.returncode == 2
     assert "unknown URL parameter 'ssl_mode'" in out.stderr
+
+
+def test_run_with_a_missing_or_broken_policy_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "sekisho.yaml"
+    config.write_text("upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\npolicy: policy.yaml\n")
+    out = _sekisho("run", "--config", str(config))
+    assert out.returncode == 2
+    assert "policy.yaml: cannot read the policy file" in out.stderr
+    (tmp_path / "policy.yaml").write_text("version: 1\nroles:\n  maintenance: {max_rows: 0}\n")
+    out = _sekisho("run", "--config", str(config))
+    assert out.returncode == 2
+    assert "policy.yaml:3: roles.maintenance.max_rows" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -145,3 +145,18 @@ def test_demo_rejects_a_bad_upstream_url() -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "expected a postgresql:// URL" in out.stderr
+
+
+def test_demo_enforces_its_policy(demo: Demo) -> None:
+    rows = demo.psql("SELECT id FROM customers ORDER BY id").strip().splitlines()
+    assert rows[-1] == "(100 rows)"
+    env = {**os.environ, "PGPASSWORD": "maint"}
+    conn = f"host=127.0.0.1 port={demo.port} dbname=sekisho_demo user=maint sslmode=disable"
+    out = subprocess.run(
+        ["psql", "-X", "-c", "COPY customers TO STDOUT", conn],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "(rule copy_protected)" in out.stderr
+    assert "bulk_export" in out.stderr
+    assert out.stdout == ""
