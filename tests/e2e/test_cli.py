@@ -38,7 +38,8 @@ def test_passwd_writes_a_verifier_that_the_running_gateway_accepts(gateway_facto
 def test_run_with_a_broken_configuration_says_what_is_wrong(tmp_path: Path) -> None:
     config = tmp_path / "sekisho.yaml"
     config.write_text(
-        "upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\npolicy: policy.yaml\nlimits: {startup_timeout: soon}\n"
+        "upstream: postgresql://x@127.0.0.1/db\nusers_file: u.txt\npolicy: policy.yaml\n"
+        "limits: {startup_timeout: soon}\n"
     )
     out = _sekisho("run", "--config", str(config))
     assert out.returncode == 2
