@@ -162,15 +162,22 @@ class Relay:
     barrier: bool = False  # client messages wait while a capped statement is driven or checked
     discard_until_sync: bool = False
     refusals: int = 0
+    _named: Named | None = None  # cache of named(); cleared whenever a name is created or dropped
 
     # ------------------------------------------------------------------ rendering
 
     def named(self) -> Named:
-        statements = {k: v.allowance for k, v in self.statements.items()}
-        cursors = {
-            k: Allow(c.budget.remaining(), c.budget.rule, c.budget.on_cap) for k, c in self.cursors.items()
-        }
-        return Named(statements, cursors)
+        """The session's names for the engine, rebuilt only after a name was created or dropped.
+
+        A cursor is given with the allowance it was declared with; what remains of its budget is
+        enforced here, by drawing every FETCH on the cursor's own budget."""
+        if self._named is None:
+            statements = {k: v.allowance for k, v in self.statements.items()}
+            cursors = {
+                k: Allow(c.budget.cap, c.budget.rule, c.budget.on_cap) for k, c in self.cursors.items()
+            }
+            self._named = Named(statements, cursors)
+        return self._named
 
     @staticmethod
     def _error(deny: Deny) -> bytes:
@@ -190,6 +197,8 @@ class Relay:
     def _rows_for(self, analysis: Analysis, decision: Allow) -> Rows:
         """The budgets a string's rows draw on: its own, and each cursor it FETCHes from."""
         budgets = [RowBudget.of(decision)]
+        if not analysis.names_used:
+            return Rows(budgets)
         for stmt in analysis.statements:
             if stmt.command in ("fetch", "move") and stmt.prepared_name in self.cursors:
                 budgets.append(self.cursors[stmt.prepared_name].budget)
@@ -212,7 +221,7 @@ class Relay:
         elif kind == b"P":
             self._parse(m.Parse.decode(frame.body), frame)
         elif kind == b"B":
-            self._bind(m.Bind.decode(frame.body), frame)
+            self._bind(*m.bind_target(frame.body), frame)
         elif kind == b"E":
             self._execute(m.Execute.decode(frame.body), frame)
         elif kind == b"D":
@@ -221,8 +230,10 @@ class Relay:
         elif kind == b"C":
             close = m.Close.decode(frame.body)
             if close.kind == "S":
+                self._named = None
                 self.statements.pop(close.name, None)
             else:
+                self._named = None
                 self.cursors.pop(close.name, None)
             self.pending.append(_Step("close"))
             self.to_upstream.append(frame.raw)
@@ -256,9 +267,7 @@ class Relay:
             return
         self._record_names(analysis, decision)
         rows = self._rows_for(analysis, decision)
-        returns_rows = any(s.returns_rows for s in analysis.statements)
-        copies_in = any(s.copy is not None and s.copy.direction == "from" for s in analysis.statements)
-        if not rows.capped or not returns_rows or copies_in:
+        if not rows.capped or not analysis.returns_rows or analysis.copies_in:
             self.pending.append(_Cycle(rows=rows if rows.capped else None))
             self.to_upstream.append(frame.raw)
             return
@@ -269,22 +278,29 @@ class Relay:
 
     def _record_names(self, analysis: Analysis, decision: Allow) -> None:
         """PREPARE and DECLARE create names that later EXECUTE/FETCH (or Bind/Execute) use."""
+        if not analysis.names_used:
+            return
         for stmt in analysis.statements:
             name = stmt.prepared_name
             if name is None:
                 continue
             if stmt.command == "prepare":
+                self._named = None
                 self.statements[name] = _Prepared(decision, "select")
             elif stmt.command == "declare":
+                self._named = None
                 self.cursors[name] = _Cursor(RowBudget.of(decision), "fetch")
             elif stmt.command == "deallocate":
+                self._named = None
                 self.statements.pop(name, None)
             elif stmt.command == "close":
+                self._named = None
                 self.cursors.pop(name, None)
 
     def _parse(self, parse: m.Parse, frame: Frame) -> None:
         analysis, decision = self.decide(parse.sql, self.named())
         if isinstance(decision, Deny):
+            self._named = None
             self.statements.pop(parse.name, None)
             self._refuse(decision, parse_name=parse.name)
             return
@@ -293,18 +309,20 @@ class Relay:
         fetches = tuple(
             s.prepared_name for s in analysis.statements if s.command in ("fetch", "move") and s.prepared_name
         )
+        self._named = None
         self.statements[parse.name] = _Prepared(decision, first.command if first else "select", fetches)
         self.pending.append(_Step("parse"))
         self.to_upstream.append(frame.raw)
 
-    def _bind(self, bind: m.Bind, frame: Frame) -> None:
-        prepared = self.statements.get(bind.statement)
+    def _bind(self, portal: str, statement: str, frame: Frame) -> None:
+        prepared = self.statements.get(statement)
+        self._named = None
         if prepared is not None:
-            self.cursors[bind.portal] = _Cursor(
+            self.cursors[portal] = _Cursor(
                 RowBudget.of(prepared.allowance), prepared.command, prepared.cursors
             )
         else:
-            self.cursors.pop(bind.portal, None)
+            self.cursors.pop(portal, None)
         self.pending.append(_Step("bind"))
         self.to_upstream.append(frame.raw)
 

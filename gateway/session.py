@@ -45,10 +45,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("sekisho.session")
 
-# Frontend messages a client may send once the session is established, and whether the relay
-# decodes them to check their structure (CopyData is opaque payload; the rest are small).
+# Frontend messages a client may send once the session is established, and whether the session
+# decodes them to check their structure here. Query, Parse, Bind, Execute and Close are decoded
+# (and so checked) by the relay; CopyData is opaque payload; Sync, Flush and CopyDone are empty.
 _RELAYED: dict[bytes, bool] = {
-    b"Q": True, b"P": True, b"B": True, b"D": True, b"E": True, b"C": True, b"S": False,
+    b"Q": False, b"P": False, b"B": False, b"D": True, b"E": False, b"C": False, b"S": False,
     b"H": False, b"d": False, b"c": False, b"f": True, b"F": True,
 }  # fmt: skip
 _TRUTHY_REPLICATION = {"true", "on", "yes", "1", "database"}

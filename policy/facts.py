@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from policy.catalog import QualifiedName
 
@@ -122,3 +123,17 @@ class Analysis:
     statements: tuple[StatementFacts, ...]
     error: str | None = None  # the string could not be parsed at all
     cacheable: bool = True  # the facts depend only on the normalized text (not on literal values)
+
+    # Summaries the relay asks about every statement; computed once per (cached) analysis.
+    @cached_property
+    def returns_rows(self) -> bool:
+        return any(s.returns_rows for s in self.statements)
+
+    @cached_property
+    def copies_in(self) -> bool:
+        return any(s.copy is not None and s.copy.direction == "from" for s in self.statements)
+
+    @cached_property
+    def names_used(self) -> bool:
+        """Whether any statement creates, uses or drops a prepared statement or cursor name."""
+        return any(s.prepared_name is not None for s in self.statements)

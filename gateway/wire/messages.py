@@ -273,6 +273,30 @@ class Bind:
         return cls(portal, statement, param_formats, params, result_formats)
 
 
+def bind_target(body: bytes) -> tuple[str, str]:
+    """The (portal, statement) of a Bind body, checking the whole structure as ``Bind.decode``
+    does but building no parameter tuples: the relay's hot path needs only the names."""
+    end = len(body)
+    first = body.find(b"\0")
+    second = body.find(b"\0", first + 1) if first >= 0 else -1
+    if second < 0:
+        raise ProtocolViolation("malformed Bind message: unterminated string")
+    pos = second + 1
+    # A field cut short reads as a smaller number, and the walk then misses the end: caught below.
+    pos += 2 + 2 * int.from_bytes(body[pos : pos + 2], "big")
+    params = int.from_bytes(body[pos : pos + 2], "big")
+    pos += 2
+    for _ in range(params):
+        length = int.from_bytes(body[pos : pos + 4], "big", signed=True)
+        if pos + 4 > end or length < -1:
+            raise ProtocolViolation("malformed Bind message: bad parameter length")
+        pos += 4 + max(length, 0)
+    pos += 2 + 2 * int.from_bytes(body[pos : pos + 2], "big")
+    if pos != end:
+        raise ProtocolViolation("malformed Bind message: fields overrun or underrun the message")
+    return _s(body[:first]), _s(body[first + 1 : second])
+
+
 @dataclass(frozen=True, slots=True)
 class _Targeted:
     """Describe and Close share one layout: a target kind ('S'tatement or 'P'ortal) and a name."""

@@ -510,3 +510,21 @@ def test_sasl_helpers_raise_only_protocol_violation(payload: bytes) -> None:
         assert all(names)
     except ProtocolViolation:
         pass
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=80))
+def test_bind_target_agrees_with_the_full_decoder(body: bytes) -> None:
+    """The relay's fast Bind reader accepts exactly what Bind.decode accepts, with the same names."""
+    try:
+        full = m.Bind.decode(body)
+    except ProtocolViolation:
+        with pytest.raises(ProtocolViolation):
+            m.bind_target(body)
+        return
+    assert m.bind_target(body) == (full.portal, full.statement)
+
+
+@given(STRATEGIES[m.Bind])
+def test_bind_target_reads_every_valid_bind(bind: m.Bind) -> None:
+    assert m.bind_target(bind.encode()[5:]) == (bind.portal, bind.statement)
