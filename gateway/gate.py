@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pglast.parser import ParseError, normalize
 
+from policy.analyze import analyze
 from policy.catalog import Catalog
 from policy.decision import Decision
 from policy.engine import Named, evaluate
@@ -74,8 +75,6 @@ class PolicyService:
             if cached is not None:
                 self._remember(self._by_text, sql, cached, _EXACT_CACHE_LIMIT)
                 return cached, shape
-        from policy.analyze import analyze  # noqa: PLC0415 - TEMPORARY until the analyzer lands
-
         analysis = analyze(sql, self.catalog, self._search_path)
         if not analysis.cacheable or shape is None:
             return analysis, None

@@ -146,7 +146,11 @@ def test_load_full_example(tmp_path: Path) -> None:
 
 
 def test_minimal_config_takes_defaults(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, "upstream: postgresql://db/app\nusers_file: /etc/sekisho/users\npolicy: policy.yaml\n"))
+    config = load_config(
+        _write(
+            tmp_path, "upstream: postgresql://db/app\nusers_file: /etc/sekisho/users\npolicy: policy.yaml\n"
+        )
+    )
     assert config == Config(
         upstream=parse_dsn("postgresql://db/app"),
         users_file=Path("/etc/sekisho/users"),
@@ -286,7 +290,9 @@ def test_missing_upstream_and_users_file() -> None:
 
 def test_password_env_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEKISHO_TEST_NO_SUCH_VAR", raising=False)
-    text = "upstream: {host: db, password_env: SEKISHO_TEST_NO_SUCH_VAR}\nusers_file: u\npolicy: policy.yaml\n"
+    text = (
+        "upstream: {host: db, password_env: SEKISHO_TEST_NO_SUCH_VAR}\nusers_file: u\npolicy: policy.yaml\n"
+    )
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
@@ -296,7 +302,9 @@ def test_password_env_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
-    path = _write(tmp_path, "upstream: postgresql://db/app\nusers_file: u\npolicy: policy.yaml\nlimits: {bogus: 1}\n")
+    path = _write(
+        tmp_path, "upstream: postgresql://db/app\nusers_file: u\npolicy: policy.yaml\nlimits: {bogus: 1}\n"
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"{path}: limits.bogus: unknown key")

@@ -1,0 +1,87 @@
+"""analyze(): the facts of a client string, established with PostgreSQL's own grammar.
+
+``analyze(sql, catalog, search_path)`` parses the string with pglast (libpg_query, the server's
+parser), so statement boundaries, identifiers (quoting, case, ``U&""`` escapes, comments, dollar
+quotes) and statement kinds are exactly what the server will see. Each top-level statement gets
+one ``StatementFacts`` whose ``text`` is the client's own slice of the string. See
+``policy.analysis`` for how the walk works.
+
+It never raises for any input: a string that does not parse gives ``Analysis(error=...)``, and a
+statement the walker cannot model, or fails on, gives facts with ``unanalyzable`` set.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pglast.parser import ParseError, parse_sql_json
+
+from policy.analysis.collect import Facts
+from policy.analysis.expressions import Session
+from policy.analysis.names import search_path_schemas
+from policy.analysis.scope import Columns
+from policy.analysis.statements import StatementWalker, command_of
+from policy.analysis.tree import Node, Unanalyzable, statement_text
+from policy.catalog import Catalog
+from policy.facts import Analysis, StatementFacts
+
+__all__ = ["analyze", "search_path_schemas"]
+
+
+def analyze(sql: str, catalog: Catalog, search_path: tuple[str, ...] = ("public",)) -> Analysis:
+    """The facts of every statement in ``sql``, names resolved through ``catalog`` and ``search_path``.
+
+    Returns ``Analysis(statements=(), error=message)`` when PostgreSQL's grammar rejects the string
+    (the message is the parser's). ``Analysis.cacheable`` is False when a fact depends on a literal
+    (a SET value, a COPY file name, a function body...), so the facts must not be reused for
+    another string with the same normalized text. Raises nothing.
+    """
+    if "\x00" in sql:
+        return Analysis((), error="the statement contains a NUL character")
+    try:
+        tree = json.loads(parse_sql_json(sql))
+    except ParseError as exc:
+        return Analysis((), error=str(exc) or "syntax error")
+    except RecursionError:
+        return Analysis(
+            (_failed(sql, "?", "the statement is nested too deeply to analyze"),), cacheable=False
+        )
+    except (ValueError, UnicodeError) as exc:
+        return Analysis((), error=f"the statement cannot be read: {exc}")
+    session = Session(catalog, search_path)
+    prepared: dict[str, tuple[Facts, Columns | None]] = {}
+    cursors: dict[str, Columns | None] = {}
+    encoded = None if sql.isascii() else sql.encode("utf-8")
+    statements = []
+    for raw in tree.get("stmts", ()):
+        facts = _statement(session, raw["stmt"], statement_text(sql, encoded, raw), prepared, cursors)
+        if facts.unanalyzable is not None:
+            session.cacheable = False
+        statements.append(facts)
+    return Analysis(tuple(statements), None, session.cacheable)
+
+
+def _statement(
+    session: Session,
+    node: Node,
+    text: str,
+    prepared: dict[str, tuple[Facts, Columns | None]],
+    cursors: dict[str, Columns | None],
+) -> StatementFacts:
+    """One statement's facts; any failure of the walker makes it unanalyzable (fail closed)."""
+    kind = next(iter(node), "?")
+    facts = Facts(text, kind, command_of(kind))
+    walker = StatementWalker(session, facts, prepared, cursors)
+    try:
+        walker.statement(node)
+    except Unanalyzable as exc:
+        facts.refuse(str(exc))
+    except RecursionError:
+        facts.refuse("the statement is nested too deeply to analyze")
+    except Exception as exc:  # fail closed: a walker fault must not let a statement through unexamined
+        facts.refuse(f"analysis failed ({type(exc).__name__}: {exc})")
+    return facts.build()
+
+
+def _failed(text: str, node: str, reason: str) -> StatementFacts:
+    return StatementFacts(text=text, node=node, command="unknown", unanalyzable=reason)
