@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway import upstream
+from gateway import startup_settings, upstream
 from gateway.auth import MECHANISM, AuthFailed, ScramServerExchange
 from gateway.endpoint import ConnectionClosed, Endpoint
 from gateway.gate import SessionGate
@@ -55,6 +55,22 @@ _RELAYED: dict[bytes, bool] = {
 _TRUTHY_REPLICATION = {"true", "on", "yes", "1", "database"}
 _HELD_LIMIT = 1000  # client messages waiting behind a driven statement before reading pauses
 _DDL_TAGS = (b"CREATE", b"ALTER", b"DROP", b"COMMENT", b"GRANT", b"REVOKE", b"SECURITY")
+
+
+_LEXER_CHANGED = (
+    "Sekisho ended the session: client_encoding or standard_conforming_strings changed to a value "
+    "it does not analyze"
+)
+
+
+def _lexer_setting_safe(body: bytes) -> bool:
+    """A ParameterStatus that leaves the session readable as the analyzer reads it."""
+    status = m.ParameterStatus.decode(body)
+    if status.name == "client_encoding":
+        return startup_settings.encoding_is_safe(status.value)
+    if status.name == "standard_conforming_strings":
+        return status.value == "on"
+    return True
 
 
 def _is_ddl_tag(body: bytes) -> bool:
@@ -95,6 +111,7 @@ class Session:
         self.link: upstream.UpstreamLink | None = None
         self.status = "I"
         self.gate: SessionGate | None = None
+        self.startup_params: list[tuple[str, str]] = []
         self.relay: Relay | None = None
         self._client_paused = False
         self._upstream_said_fatal = False
@@ -111,6 +128,7 @@ class Session:
                     if startup is None:
                         return
                     params = self._check_startup(startup)
+                    self.startup_params = params
                     await self._authenticate()
             except TimeoutError:
                 log.info("startup_timeout", peer=self.peer, user=self.user)
@@ -270,6 +288,10 @@ class Session:
         problem = connection_refusal(server.policy.policy, self.user, self.peer_address, datetime.now(UTC))
         if problem is not None:
             raise SessionRefused("28000", problem)
+        if permissions.restricted:
+            why = startup_settings.refusal(self.startup_params)
+            if why is not None:
+                raise SessionRefused("42501", why, hint="Remove it from the connection string or options.")
         if permissions.restricted and not server.catalog_ready:
             raise SessionRefused(
                 "57P03", "Sekisho is still loading the database catalog; try again in a few seconds"
@@ -277,6 +299,11 @@ class Session:
         self.gate = gate
 
     def _welcome(self, link: upstream.UpstreamLink) -> None:
+        assert self.gate is not None
+        if self.gate.permissions.restricted:
+            for name, value in link.parameters:
+                if not _lexer_setting_safe(m.ParameterStatus(name, value).encode()[5:]):
+                    raise SessionRefused("42501", _LEXER_CHANGED.replace("ended the session", "refused"))
         out = [m.Authentication(m.AUTH_OK).encode()]
         out += [m.ParameterStatus(name, value).encode() for name, value in link.parameters]
         self.key = self.server.register(self, link.backend_key)
@@ -358,6 +385,11 @@ class Session:
                     self._upstream_said_fatal = True
                 elif kind == b"C" and _is_ddl_tag(frame.body):
                     self.server.request_catalog_refresh()
+                elif kind == b"S" and relay.restricted and not _lexer_setting_safe(frame.body):
+                    # The server now reads statement text differently from the analyzer: fail closed.
+                    self._flush()
+                    self._fatal("42501", _LEXER_CHANGED)
+                    return
                 elif kind in (b"R", b"K"):
                     raise ProtocolViolation(f"unexpected message {kind!r} from the database mid-session")
                 relay.upstream_frame(frame)

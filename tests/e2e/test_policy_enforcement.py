@@ -322,3 +322,28 @@ def test_a_broken_policy_never_replaces_the_working_one(gateway_factory: Gateway
     _wait_for_log(gw, "policy_invalid_keeping_previous")
     with connect(gw, "contractor", autocommit=True) as conn:
         assert len(conn.execute("SELECT id FROM customers").fetchall()) == 100
+
+
+@pytest.mark.parametrize(
+    ("extra", "text"),
+    [
+        ({"options": "-c role=postgres"}, 'setting "role" at connection time is not allowed'),
+        ({"options": "-c session_preload_libraries=auto_explain"}, "session_preload_libraries"),
+        ({"client_encoding": "SJIS"}, 'client_encoding "SJIS" is not allowed'),
+        ({"options": "-c standard_conforming_strings=off"}, "standard_conforming_strings"),
+    ],
+)
+def test_restricted_people_cannot_change_identity_or_lexing_at_connect(
+    gateway: Gateway, extra: dict[str, str], text: str
+) -> None:
+    with pytest.raises(psycopg.OperationalError) as caught:
+        psycopg.connect(gateway.conninfo("contractor", **extra))
+    assert text in str(caught.value)
+
+
+def test_ordinary_connection_settings_stay_allowed(gateway: Gateway) -> None:
+    info = gateway.conninfo(
+        "contractor", options="-c search_path=public -c DateStyle=German", application_name="x"
+    )
+    with psycopg.connect(info) as conn:
+        assert conn.execute("SHOW DateStyle").fetchone() == ("German, DMY",)
