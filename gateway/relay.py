@@ -121,10 +121,16 @@ class _Cycle:
 
 @dataclass(slots=True)
 class _Drive:
-    """A capped simple Query, driven statement by statement as extended messages."""
+    """A capped simple Query, run as extended messages so that Execute's row limit applies.
+
+    With ``on_row_cap: truncate`` every statement is sent at once, ending with one Sync (one round
+    trip, as the simple query had); each Execute is limited to the cap plus one and the budget
+    across statements is enforced by counting. With ``error`` the statements are driven one at a
+    time, so that a cut can still make the statement fail before the Sync."""
 
     statements: list[tuple[str, bool]]  # (text, returns rows)
     rows: Rows
+    stepwise: bool
     index: int = 0
     awaiting_z: bool = False
     swallow_error: bool = False
@@ -271,10 +277,16 @@ class Relay:
             self.pending.append(_Cycle(rows=rows if rows.capped else None))
             self.to_upstream.append(frame.raw)
             return
-        drive = _Drive([(s.text, s.returns_rows) for s in analysis.statements], rows)
+        stepwise = any(b.on_cap == "error" for b in rows.budgets if b.cap is not None)
+        drive = _Drive([(s.text, s.returns_rows) for s in analysis.statements], rows, stepwise)
         self.pending.append(drive)
-        self.barrier = True
-        self._drive_next(drive)
+        if stepwise:
+            self.barrier = True
+            self._send_statement(drive, drive.index, flush=True)
+            return
+        for index in range(len(drive.statements)):
+            self._send_statement(drive, index, flush=False)
+        self.to_upstream.append(m.Sync().encode())
 
     def _record_names(self, analysis: Analysis, decision: Allow) -> None:
         """PREPARE and DECLARE create names that later EXECUTE/FETCH (or Bind/Execute) use."""
@@ -370,9 +382,8 @@ class Relay:
 
     # ------------------------------------------------------------------ driving a capped simple query
 
-    def _drive_next(self, drive: _Drive) -> None:
-        text, returns_rows = drive.statements[drive.index]
-        drive.rows.next_statement()
+    def _send_statement(self, drive: _Drive, index: int, *, flush: bool) -> None:
+        text, returns_rows = drive.statements[index]
         remaining = drive.rows.remaining()
         limit = 0 if not returns_rows or remaining is None else remaining + 1
         self.to_upstream += [
@@ -380,8 +391,9 @@ class Relay:
             m.Bind("", "", (), (), ()).encode(),
             m.Describe("P", "").encode(),
             m.Execute("", limit).encode(),
-            m.Flush().encode(),
         ]
+        if flush:
+            self.to_upstream.append(m.Flush().encode())
 
     def _drive_upstream(self, drive: _Drive, frame: Frame) -> None:
         kind = frame.type
@@ -389,8 +401,9 @@ class Relay:
             if kind == b"Z":
                 self.pending.popleft()
                 self.to_client.append(frame.raw)
-                self.barrier = False
-                self.release_held()
+                if drive.stepwise:
+                    self.barrier = False
+                    self.release_held()
             elif kind == b"E" and drive.swallow_error:
                 drive.swallow_error = False
             elif kind not in b"123n":
@@ -421,16 +434,19 @@ class Relay:
             else:
                 self.to_client.append(frame.raw)
             drive.index += 1
-            if drive.index < len(drive.statements):
-                self._drive_next(drive)
-            else:
+            drive.rows.next_statement()
+            if drive.index >= len(drive.statements):
                 self._drive_finish(drive)
+            elif drive.stepwise:
+                self._send_statement(drive, drive.index, flush=True)
             return
         self.to_client.append(frame.raw)  # RowDescription, CopyOutResponse, CopyDone
 
     def _drive_finish(self, drive: _Drive) -> None:
+        """Wait for ReadyForQuery; stepwise drives send their Sync now (pipelined ones already did)."""
         drive.awaiting_z = True
-        self.to_upstream.append(m.Sync().encode())
+        if drive.stepwise:
+            self.to_upstream.append(m.Sync().encode())
 
     # ------------------------------------------------------------------ upstream side
 

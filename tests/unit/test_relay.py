@@ -107,22 +107,43 @@ def test_capped_simple_query_is_driven_with_an_execute_limit_and_cut() -> None:
         m.Bind("", "", (), (), ()),
         m.Describe("P", ""),
         m.Execute("", 3),  # cap + 1: PostgreSQL stops producing rows right after the cap
-        m.Flush(),
+        m.Sync(),  # truncating needs no second round trip
+        m.Query("SELECT 1"),  # and the next query is pipelined behind it, as the client sent it
     ]
-    assert relay.barrier
-    assert len(relay.held) == 1  # the next query waits for this one
-    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), ROWDESC,
-           row("1"), row("2"), row("3"), m.PortalSuspended().encode())  # fmt: skip
-    assert upstream_got(relay) == [m.Sync()]
+    assert not relay.barrier
+    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), ROWDESC, row("1"), row("2"),
+           row("3"), m.PortalSuspended().encode(), m.ReadyForQuery("I").encode())  # fmt: skip
     got = client_got(relay)
     assert got[:3] == [m.RowDescription.decode(ROWDESC[5:]), m.DataRow((b"1",)), m.DataRow((b"2",))]
     assert isinstance(got[3], m.NoticeResponse)
     assert "cut the result at 2 rows (max_rows of role maintenance)" in dict(got[3].fields)["M"]
-    assert got[4] == m.CommandComplete("SELECT 2")
-    answer(relay, m.ReadyForQuery("I").encode())
-    assert client_got(relay) == [m.ReadyForQuery("I")]
-    assert not relay.barrier
-    assert upstream_got(relay) == [m.Query("SELECT 1")]  # released after ReadyForQuery
+    assert got[4:] == [m.CommandComplete("SELECT 2"), m.ReadyForQuery("I")]
+    answer(relay, ROWDESC, row("1"), m.CommandComplete("SELECT 1").encode(), m.ReadyForQuery("I").encode())
+    assert client_got(relay)[-1] == m.ReadyForQuery("I")
+    assert not relay.pending
+
+
+def test_capped_multi_statement_string_shares_one_budget_in_one_pipeline() -> None:
+    first, second = "SELECT id FROM orders LIMIT 3", "SELECT id FROM orders LIMIT 3"
+    sql = f"{first}; {second}"
+    analysis = Analysis((
+        StatementFacts(first, "SelectStmt", "select", returns_rows=True),
+        StatementFacts(second, "SelectStmt", "select", returns_rows=True),
+    ))  # fmt: skip
+    relay = Relay(Script({sql: (analysis, Allow(4, "max_rows"))}), restricted=True)
+    send(relay, m.Query(sql).encode())
+    sent = upstream_got(relay)
+    assert [x for x in sent if isinstance(x, m.Execute)] == [m.Execute("", 5), m.Execute("", 5)]
+    assert sent[-1] == m.Sync()
+    statement_reply = [m.ParseComplete().encode(), m.BindComplete().encode(), ROWDESC, row("1"), row("2"),
+                       row("3"), m.CommandComplete("SELECT 3").encode()]  # fmt: skip
+    answer(relay, *statement_reply, *statement_reply, m.ReadyForQuery("I").encode())
+    got = client_got(relay)
+    assert sum(isinstance(x, m.DataRow) for x in got) == 4  # 3 + 1: the budget spans the string
+    assert [x for x in got if isinstance(x, m.CommandComplete)] == [
+        m.CommandComplete("SELECT 3"), m.CommandComplete("SELECT 1"),
+    ]  # fmt: skip
+    assert got[-1] == m.ReadyForQuery("I")
 
 
 def test_capped_query_in_error_mode_fails_the_statement_upstream_too() -> None:
@@ -145,11 +166,10 @@ def test_result_under_the_cap_is_untouched() -> None:
     sql = "SELECT id FROM customers WHERE id = 1"
     relay = Relay(Script({sql: (facts(sql), Allow(100, "max_rows"))}), restricted=True)
     send(relay, m.Query(sql).encode())
-    upstream_got(relay)
-    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), ROWDESC, row("1"),
-           m.CommandComplete("SELECT 1").encode())  # fmt: skip
-    assert upstream_got(relay) == [m.Sync()]
-    answer(relay, m.ReadyForQuery("I").encode())
+    assert upstream_got(relay)[-2:] == [m.Execute("", 101), m.Sync()]
+    replies = [m.ParseComplete(), m.BindComplete()]
+    answer(relay, *(x.encode() for x in replies), ROWDESC, row("1"), m.CommandComplete("SELECT 1").encode(),
+           m.ReadyForQuery("I").encode())  # fmt: skip
     assert client_got(relay) == [
         m.RowDescription.decode(ROWDESC[5:]),
         m.DataRow((b"1",)),
