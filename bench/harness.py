@@ -49,6 +49,9 @@ DIRECT = "direct"
 BOUNCER_SESSION = "pgbouncer-session"
 BOUNCER_TRANSACTION = "pgbouncer-transaction"
 SEKISHO = "sekisho"
+# The same gateway, as a restricted person (the test policy's maintenance role: every statement
+# analyzed, decided and capped at 100 rows): the full policy path.
+SEKISHO_RESTRICTED = "sekisho-maint"
 
 
 @dataclass
@@ -378,6 +381,7 @@ def run_bench(settings: Settings) -> int:
                 {"prepared": no_prepared},
             ),
             Target(SEKISHO, gateway.env("maint"), gateway.process.pid),
+            Target(SEKISHO_RESTRICTED, gateway.env("contractor"), gateway.process.pid),
         ]
         if settings.warmup:
             say(f"warm-up: {settings.warmup} s direct")
