@@ -110,3 +110,36 @@ def test_run_with_a_missing_or_broken_policy_says_so(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "policy.yaml:3: roles.maintenance.max_rows" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_explain_shows_facts_and_the_deciding_rule(upstream: Upstream, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TEST_POLICY)
+    allowed = _sekisho(
+        "explain", "--policy", str(policy), "--upstream", upstream.dsn, "--user", "contractor",
+        "SELECT c.name, upper(c.phone) AS p FROM customers c WHERE c.email LIKE '%@example.jp'",
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    out = allowed.stdout
+    assert "public.customers (read)  [protected]" in out
+    assert "where:     public.customers.email" in out
+    assert "name <- public.customers.name (direct)" in out
+    assert "p <- public.customers.phone (derived)" in out
+    assert "ALLOW, at most 100 rows (max_rows of role maintenance)" in out
+
+    refused = _sekisho(
+        "explain", "--policy", str(policy), "--upstream", upstream.dsn, "--user", "contractor",
+        "COPY (SELECT * FROM customers) TO PROGRAM 'gzip > /tmp/c.gz'",
+    )  # fmt: skip
+    assert refused.returncode == 0, refused.stderr
+    assert "DENY 42501 (rule copy_server)" in refused.stdout
+    assert "copy:       to program, of a query" in refused.stdout
+
+
+def test_explain_without_a_database_says_names_are_not_resolved(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TEST_POLICY)
+    out = _sekisho("explain", "--policy", str(policy), "--user", "contractor", "COPY customers TO STDOUT")
+    assert out.returncode == 0
+    assert "not resolved against a live catalog" in out.stderr
+    assert "DENY 42501 (rule copy_protected)" in out.stdout
