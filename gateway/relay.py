@@ -37,6 +37,8 @@ from policy.engine import Named
 from policy.facts import Analysis
 
 SENTINEL = "SEKISHO REFUSED THIS STATEMENT"
+# A statement name no client uses, for refusals that must not disturb the client's own statements.
+_REFUSAL_STATEMENT = "sekisho.refused"
 _TAG_COUNT = re.compile(r"\d+$")
 _CUT_HINT = "Narrow the query (a WHERE clause or LIMIT), or ask a compliance lead for an elevation."
 
@@ -312,8 +314,11 @@ class Relay:
     def _parse(self, parse: m.Parse, frame: Frame) -> None:
         analysis, decision = self.decide(parse.sql, self.named())
         if isinstance(decision, Deny):
-            self._named = None
-            self.statements.pop(parse.name, None)
+            if parse.name == "":
+                # PostgreSQL drops the unnamed statement before parsing, even when parsing fails;
+                # a named one that exists stays (the failed Parse cannot replace it).
+                self._named = None
+                self.statements.pop("", None)
             self._refuse(decision, parse_name=parse.name)
             return
         self._record_names(analysis, decision)
@@ -346,7 +351,7 @@ class Relay:
                     Deny("unanalyzable", UNANALYZABLE,
                          f'Sekisho has no decision for portal "{execute.portal}", so it is not executed',
                          hint="Bind the portal through Sekisho in this session."),
-                    parse_name="",
+                    parse_name=_REFUSAL_STATEMENT,
                 )  # fmt: skip
                 return
             self.pending.append(_Step("execute"))

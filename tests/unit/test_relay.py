@@ -206,7 +206,7 @@ def test_refused_parse_skips_to_sync_and_the_name_never_runs() -> None:
     sent = upstream_got(relay)
     assert sent[0] == m.Parse("evil", SENTINEL, ())
     assert sent[1] == m.Bind("", "evil")
-    assert sent[2] == m.Parse("", SENTINEL, ())  # the unbound portal is not executed either
+    assert sent[2] == m.Parse("sekisho.refused", SENTINEL, ())  # the unbound portal is not executed either
     assert sent[3] == m.Sync()
     answer(relay, SYNTAX, m.ReadyForQuery("I").encode())
     got = client_got(relay)
@@ -268,3 +268,19 @@ def test_function_call_is_refused_for_restricted_people() -> None:
     got = client_got(relay)
     assert isinstance(got[0], m.ErrorResponse)
     assert got[0].sqlstate == "SK003"
+
+
+def test_a_refused_parse_keeps_an_existing_statement_of_that_name() -> None:
+    """PostgreSQL keeps s1 when a second Parse of s1 fails; Sekisho keeps its decision for it too."""
+    good, bad = "SELECT id FROM orders", "SELECT pg_read_file('/etc/passwd')"
+    relay = Relay(
+        Script({good: (facts(good), Allow(50, "max_rows")), bad: (facts(bad), DENY)}), restricted=True
+    )
+    send(relay, m.Parse("s1", good).encode(), m.Sync().encode())
+    answer(relay, m.ParseComplete().encode(), m.ReadyForQuery("I").encode())
+    send(relay, m.Parse("s1", bad).encode(), m.Sync().encode())
+    answer(relay, SYNTAX, m.ReadyForQuery("I").encode())
+    relay.to_upstream.clear()
+    client_got(relay)
+    send(relay, m.Bind("p", "s1").encode(), m.Execute("p").encode(), m.Sync().encode())
+    assert upstream_got(relay)[1] == m.Execute("p", 51)  # the old statement runs, with its own cap
