@@ -208,8 +208,9 @@ class Relay:
         if not analysis.names_used:
             return Rows(budgets)
         for stmt in analysis.statements:
-            if stmt.command in ("fetch", "move") and stmt.prepared_name in self.cursors:
-                budgets.append(self.cursors[stmt.prepared_name].budget)
+            cursor = self.cursors.get(stmt.prepared_name or "") if stmt.command in ("fetch", "move") else None
+            if cursor is not None and all(b is not cursor.budget for b in budgets):
+                budgets.append(cursor.budget)  # once per cursor, however many FETCHes draw on it
         return Rows(budgets)
 
     # ------------------------------------------------------------------ client side

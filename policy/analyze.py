@@ -20,7 +20,7 @@ from policy.analysis.collect import Facts
 from policy.analysis.expressions import Session
 from policy.analysis.names import search_path_schemas
 from policy.analysis.scope import Columns
-from policy.analysis.statements import StatementWalker, command_of
+from policy.analysis.statements import StatementWalker, catalog_data, command_of
 from policy.analysis.tree import Node, Unanalyzable, statement_text
 from policy.catalog import Catalog
 from policy.facts import Analysis, StatementFacts
@@ -74,6 +74,7 @@ def _statement(
     walker = StatementWalker(session, facts, prepared, cursors)
     try:
         walker.statement(node)
+        catalog_data(session, facts)
     except Unanalyzable as exc:
         facts.refuse(str(exc))
     except RecursionError:

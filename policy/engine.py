@@ -9,10 +9,10 @@ smallest row cap among its statements: rows are counted across the whole string.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from policy.decision import POLICY_REFUSED, SYNTAX_ERROR, UNANALYZABLE, Allow, Decision, Deny
-from policy.facts import Access, Analysis, StatementFacts
+from policy.facts import Access, Analysis, StatementFacts, TableUse
 from policy.model import RULE_CLASSES, Policy
 from policy.permissions import Permissions
 from policy.rules import RULES, RuleContext, Violation
@@ -29,7 +29,8 @@ def evaluate(
     named: Named | None = None,
 ) -> Decision:
     """Decide on a whole client string. ``named`` holds the prepared statements and cursors known
-    to the session with the allowance each was created with (EXECUTE and FETCH inherit it)."""
+    to the session with the allowance each was created with (EXECUTE and FETCH inherit it); those
+    the string itself creates before using them count too."""
     if analysis.error is not None:
         if not permissions.restricted:
             return Allow()  # PostgreSQL will report its own syntax error to a break-glass DBA
@@ -38,10 +39,12 @@ def evaluate(
     allowance = Allow(on_cap=permissions.on_row_cap)
     protected: set[tuple[str, str]] = set()
     audited: list[str] = []
+    named = named or Named()
     for stmt in analysis.statements:
-        decision = decide_statement(stmt, ctx, named or Named())
+        decision = decide_statement(stmt, ctx, named)
         if isinstance(decision, Deny):
             return decision
+        named = named.created_by(stmt, decision)
         allowance = allowance.with_cap(decision.row_cap, decision.cap_rule)
         protected |= decision.protected
         audited += decision.audited
@@ -66,10 +69,34 @@ class Named:
             return self.cursors.get(stmt.prepared_name)
         return None
 
+    def created_by(self, stmt: StatementFacts, decision: Allow) -> Named:
+        """These names after ``stmt`` ran: PREPARE and DECLARE earlier in a string create names its
+        later EXECUTE and FETCH use, with the allowance they were decided with (as the relay
+        records them once the string is allowed). A name that already exists makes PostgreSQL
+        fail the PREPARE or DECLARE, and the rest of the string with it."""
+        name = stmt.prepared_name
+        if name is None:
+            return self
+        if stmt.command == "prepare":
+            return Named({**self.statements, name: decision}, self.cursors)
+        if stmt.command == "declare":
+            return Named(self.statements, {**self.cursors, name: decision})
+        return self
+
 
 def decide_statement(stmt: StatementFacts, ctx: RuleContext, named: Named) -> Decision:
     """The decision for one statement (the gateway also records it for PREPARE and DECLARE)."""
     permissions = ctx.permissions
+    if stmt.command == "create_table_as" and stmt.prepared_name is not None:
+        # CREATE TABLE ... AS EXECUTE name: the new table holds the rows of a statement prepared
+        # earlier, so it is created from whatever protected tables that statement read.
+        source = named.statements.get(stmt.prepared_name)
+        if source is None:
+            if permissions.restricted:
+                return _unknown_name(stmt)
+        else:
+            reads = (TableUse(relation, Access.READ) for relation in sorted(source.protected))
+            stmt = replace(stmt, tables=(*stmt.tables, *reads))
     audited: list[str] = []
     for rule in RULES:
         violation = rule(stmt, ctx)
@@ -80,18 +107,22 @@ def decide_statement(stmt: StatementFacts, ctx: RuleContext, named: Named) -> De
         audited.append(violation.rule)
     inherited = named.source_of(stmt)
     if stmt.command in NAMED_ROW_SOURCES and inherited is None and permissions.restricted:
-        return Deny(
-            "unanalyzable",
-            UNANALYZABLE,
-            f'Sekisho does not know what "{stmt.prepared_name}" runs, so {stmt.command.upper()} is refused '
-            "(rule unanalyzable)",
-            hint="Prepare the statement or declare the cursor in this session, through Sekisho.",
-        )
+        return _unknown_name(stmt)
     cap, cap_rule = _row_cap(stmt, ctx, inherited)
     protected = frozenset(t.relation for t in stmt.tables if ctx.policy.is_protected(t.relation))
     if inherited is not None:
         protected |= inherited.protected
     return Allow(cap, cap_rule, permissions.on_row_cap, protected, tuple(audited))
+
+
+def _unknown_name(stmt: StatementFacts) -> Deny:
+    verb = "CREATE TABLE AS" if stmt.command == "create_table_as" else stmt.command.upper()
+    return Deny(
+        "unanalyzable",
+        UNANALYZABLE,
+        f'Sekisho does not know what "{stmt.prepared_name}" runs, so {verb} is refused (rule unanalyzable)',
+        hint="Prepare the statement or declare the cursor in this session, through Sekisho.",
+    )
 
 
 def _row_cap(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pglast.parser import ParseError, parse_plpgsql_json, scan
 
+from policy.analysis.functions import SYSTEM_SCHEMAS
 from policy.analysis.scope import Level
 from policy.analysis.tree import Node, Unanalyzable, defelem_text, defelems, list_items, split
 from policy.facts import Clause, FunctionClass
@@ -58,6 +59,12 @@ def create_function(walker: StatementWalker, f: Node) -> None:
     walker.session.cacheable = False  # the body is a literal: normalization replaces it
     options = defelems(f.get("options"))
     language = (defelem_text(options.get("language")) or "sql").lower()
+    names = [str(split(n)[1].get("sval", "")) for n in f.get("funcname", ())]
+    if len(names) > 1 and names[-2] in SYSTEM_SCHEMAS and language not in ("sql", "plpgsql"):
+        # Calls to it would pass for calls to a built-in, and its body is analyzed neither now
+        # nor then (SQL and PL/pgSQL bodies are analyzed here, as for any schema).
+        facts.classes.add(FunctionClass.USER_DEFINED)
+        facts.note(f"a function in language {language} created in the system schema {names[-2]}")
     body = f.get("sql_body")
     if body:
         with_quiet(walker, lambda: sql_body(walker, body))

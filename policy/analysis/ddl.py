@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from policy.analysis.builtins import words
 from policy.analysis.functions import SYSTEM_SCHEMAS
 from policy.analysis.scope import Columns, DerivedEntry, Level, OpaqueEntry, RelationEntry
-from policy.analysis.tree import FIELDS, Node, defelem_text, list_items, split, strings
+from policy.analysis.tree import FIELDS, Node, defelem_text, defelems, list_items, split, strings
 from policy.catalog import Relation
 from policy.facts import Access, Clause, FunctionClass
 
@@ -72,6 +72,20 @@ _RELATION_OBJECTS = frozenset(
 _OBJECTS_ON_TABLES = frozenset(
     {"OBJECT_COLUMN", "OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE", "OBJECT_TABCONSTRAINT"}
 )
+# Roles are the server's identities: creating one that can log in, setting a password, granting a
+# membership or handing over everything a role owns gives someone a way in that is not Sekisho's.
+# Defaults stored for a role or database (ALTER ROLE/DATABASE ... SET) configure future sessions.
+_ADMIN = frozenset(
+    {
+        "CreateRoleStmt",
+        "AlterRoleStmt",
+        "DropRoleStmt",
+        "ReassignOwnedStmt",
+        "DropOwnedStmt",
+        "AlterRoleSetStmt",
+        "AlterDatabaseSetStmt",
+    }
+)
 
 
 def generic(walker: StatementWalker, kind: str, f: Node) -> None:
@@ -82,6 +96,16 @@ def generic(walker: StatementWalker, kind: str, f: Node) -> None:
     if kind in _REMOTE:
         facts.classes.add(FunctionClass.REMOTE)
         facts.note("the statement connects to another server")
+    if kind in _ADMIN or (kind == "RenameStmt" and f.get("renameType") == "OBJECT_ROLE"):
+        facts.classes.add(FunctionClass.ADMIN)
+        facts.note("the statement administers roles or stored server settings")
+    if kind in ("RenameStmt", "AlterOwnerStmt"):
+        schema = _schema_named(kind, f)
+        if schema is not None:
+            schema_relations(walker, [schema])
+    if _into_system_schema(kind, f):
+        facts.classes.add(FunctionClass.USER_DEFINED)
+        facts.note("the statement puts code in a system schema, where its functions would pass for built-ins")
     if kind == "CreatePublicationStmt" and f.get("for_all_tables"):
         all_relations(walker, lambda schema: schema not in SYSTEM_SCHEMAS, Access.DDL)
     own = f.get("relation") if kind.startswith("Create") and kind != "CreatePolicyStmt" else None
@@ -144,6 +168,35 @@ def all_relations(walker: StatementWalker, schema_ok: Callable[[str], bool], acc
             walker.record_relation(rel, access)
 
 
+def _schema_named(kind: str, f: Node) -> str | None:
+    """The schema ALTER SCHEMA ... RENAME TO / OWNER TO changes, if that is the statement."""
+    if kind == "RenameStmt" and f.get("renameType") == "OBJECT_SCHEMA":
+        return str(f.get("subname", ""))
+    if kind == "AlterOwnerStmt" and f.get("objectType") == "OBJECT_SCHEMA":
+        names = strings(list_items(f.get("object")))
+        return names[-1] if names else None
+    return None
+
+
+def _into_system_schema(kind: str, f: Node) -> bool:
+    """ALTER ... SET SCHEMA pg_catalog, CREATE EXTENSION ... SCHEMA pg_catalog: functions in a
+    system schema are taken for built-ins, whose bodies are not analyzed (see functions.classes_of)."""
+    if kind == "AlterObjectSchemaStmt":
+        return f.get("newschema") in SYSTEM_SCHEMAS
+    if kind == "CreateExtensionStmt":
+        return defelem_text(defelems(f.get("options")).get("schema")) in SYSTEM_SCHEMAS
+    return False
+
+
+def schema_relations(walker: StatementWalker, schemas: list[str]) -> None:
+    """Renaming, dropping or handing over a schema changes every relation in it: a protected
+    table renamed along with its schema would no longer be the table the policy names."""
+    wanted = set(schemas)
+    all_relations(walker, lambda schema: schema in wanted, Access.DDL)
+    for schema in sorted(wanted):
+        walker.facts.note(f'every relation in schema "{schema}" is changed')
+
+
 def named_relation(walker: StatementWalker, names: list[str], access: Access) -> list[Relation]:
     if not names:
         return []
@@ -154,6 +207,8 @@ def named_relation(walker: StatementWalker, names: list[str], access: Access) ->
 def drop(walker: StatementWalker, f: Node) -> None:
     walker.facts.command = "ddl"
     remove = f.get("removeType")
+    if remove == "OBJECT_SCHEMA":
+        schema_relations(walker, strings(f.get("objects")))
     for item in f.get("objects", ()):
         if remove in _RELATION_OBJECTS:
             named_relation(walker, strings(list_items(item)), Access.DDL)

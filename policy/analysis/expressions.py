@@ -30,7 +30,7 @@ from policy.analysis.tree import (
     strings,
 )
 from policy.catalog import MATVIEW, VIEW, Catalog, Relation
-from policy.facts import Access, Clause
+from policy.facts import Access, Clause, FunctionClass
 
 if TYPE_CHECKING:
     from policy.analysis.queries import QueryResult
@@ -393,6 +393,11 @@ class ExpressionWalker:
         args: list[Node] = fields.get("args", [])
         self.call_resolved(self.session.resolve_function(schema, name), len(args))
         lins = self.exprs(args, level, clause)
+        if name == "pg_notify" and any(_from_tables(lin) for lin in lins):
+            # Every session listening on the channel receives the payload: table data sent there
+            # leaves the statement, its row cap (one aggregate row may notify a million times) and masks.
+            self.facts.classes.add(FunctionClass.REMOTE)
+            self.facts.note("pg_notify sends table data to every session listening on the channel")
         lins += self.exprs(fields.get("agg_order"), level, Clause.ORDER)
         if fields.get("agg_filter"):
             lins.append(self.expr(fields["agg_filter"], level, Clause.WHERE))
@@ -506,6 +511,11 @@ class ExpressionWalker:
         if not found:
             self.facts.note(f"{name} runs SQL that is not a constant: what it reads is unknown")
         return derived(*lins) if lins else None
+
+
+def _from_tables(lin: Lin) -> bool:
+    """Whether a value derives from a column of a relation outside the system catalogs."""
+    return any(schema not in functions.SYSTEM_SCHEMAS for schema, _, _ in lin.sources)
 
 
 def _show(schema: str | None, name: str) -> str:

@@ -508,9 +508,22 @@ class QueryWalker(ExpressionWalker):
                 continue
             kind, fields = split(value)
             if kind == "MultiAssignRef":
-                self.expr(fields["source"], level, Clause.SET)
+                self.copied(target, self.expr(fields["source"], level, Clause.SET))
             else:
-                self.expr(value, level, Clause.SET)
+                self.copied(target, self.expr(value, level, Clause.SET))
+
+    def copied(self, target: Entry, lin: Lin) -> None:
+        """A value written into ``target`` that derives from another relation's columns copies
+        that data into the table, as INSERT ... SELECT does (``UPDATE notes SET body = c.email
+        FROM customers c``): the copy outlives the statement, its row cap and its masks."""
+        if isinstance(target, RelationEntry):
+            own = {r.qualified for r in target.rels}
+        elif isinstance(target, OpaqueEntry) and target.missing_relation is not None:
+            own = {target.missing_relation}
+        else:
+            own = set()
+        if any((schema, name) not in own for schema, name, _ in lin.sources):
+            self.facts.writes_from_query = True
 
     def write_column(self, target: Entry, column: str) -> None:
         lin = target.lin(column)
@@ -616,7 +629,8 @@ class QueryWalker(ExpressionWalker):
             if when.get("commandType") == "CMD_INSERT":
                 for item in when.get("targetList", ()):
                     self.write_column(target, str(split(item)[1].get("name", "")))
-                self.exprs(when.get("values"), level, Clause.SET)
+                for lin in self.exprs(when.get("values"), level, Clause.SET):
+                    self.copied(target, lin)
             else:
                 self.set_targets(when.get("targetList", []), level, target)
         return self.returning(s, level, target)

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pglast.parser import ParseError, parse_sql_json
 
 from policy.analysis import bodies, ddl, settings
+from policy.analysis.builtins import words
 from policy.analysis.collect import Facts
 from policy.analysis.expressions import Session
+from policy.analysis.functions import SYSTEM_SCHEMAS
 from policy.analysis.lineage import NONE, Lin
 from policy.analysis.queries import QueryWalker
 from policy.analysis.scope import Columns, Level, RelationEntry
@@ -29,6 +31,7 @@ from policy.analysis.tree import (
     statement_text,
     strings,
 )
+from policy.catalog import FOREIGN, MATVIEW, PARTITIONED, TABLE
 from policy.facts import Access, Clause, CopyFacts, CopyTarget, FunctionClass
 
 _COMMANDS = {
@@ -87,6 +90,18 @@ _TRANSACTIONS = {
     "TRANS_STMT_COMMIT_PREPARED": "commit_prepared",
     "TRANS_STMT_ROLLBACK_PREPARED": "rollback_prepared",
 }
+# Catalog columns holding values copied out of user tables' rows. The planner's statistics keep a
+# sample of every analyzed column (most common values, histogram bounds: PII too, and a fresh
+# sample after each ANALYZE), so reading them reads every table; pg_largeobject holds large
+# objects' contents, which lo_get would return.
+_SAMPLED_VALUES = {
+    "pg_statistic": words("stavalues1 stavalues2 stavalues3 stavalues4 stavalues5"),
+    "pg_stats": words("most_common_vals histogram_bounds most_common_elems"),
+    "pg_stats_ext": words("most_common_vals"),
+    "pg_stats_ext_exprs": words("most_common_vals histogram_bounds most_common_elems"),
+    "pg_statistic_ext_data": words("stxdmcv stxdexpr"),
+}
+_ANALYZED_KINDS = frozenset({TABLE, PARTITIONED, MATVIEW, FOREIGN})
 _TRUE = frozenset({"true", "on", "1", "yes"})
 _FALSE = frozenset({"false", "off", "0", "no"})
 QUERY_PLAN: Columns = [("QUERY PLAN", NONE)]
@@ -166,6 +181,8 @@ class StatementWalker(QueryWalker):
         """A relation this statement creates: DDL on it (an existing one, if any, is replaced)."""
         name = str(rv.get("relname", ""))
         schema = rv.get("schemaname")
+        if schema is None and rv.get("relpersistence") == "t":
+            schema = "pg_temp"  # CREATE TEMP ... is created in the session's own temporary schema
         rels = self.session.lookup(schema, name)
         for rel in rels:
             self.facts.table(rel.qualified, Access.DDL)
@@ -423,6 +440,8 @@ class StatementWalker(QueryWalker):
 
     def _grant_role(self, f: Node) -> None:
         self.facts.command = "grant" if f.get("is_grant") else "revoke"
+        self.facts.classes.add(FunctionClass.ADMIN)  # role membership: see ddl._ADMIN
+        self.facts.note("GRANT/REVOKE of a role changes what a server identity may do")
 
     def _comment(self, f: Node) -> None:
         ddl.comment(self, f, "comment")
@@ -432,6 +451,28 @@ class StatementWalker(QueryWalker):
 
     def _drop(self, f: Node) -> None:
         ddl.drop(self, f)
+
+
+def catalog_data(session: Session, facts: Facts) -> None:
+    """Reads of catalog columns that hold table data (see ``_SAMPLED_VALUES``), once the whole
+    statement, nested ones included, is walked: statistics samples count as reads of every
+    analyzed relation, through the catalog relation; pg_largeobject's pages as large objects."""
+    sampled = sorted(
+        {
+            use.relation
+            for use in facts.columns
+            if use.relation[0] == "pg_catalog" and use.column in _SAMPLED_VALUES.get(use.relation[1], ())
+        }
+    )
+    for source in sampled:
+        facts.note(f"pg_catalog.{source[1]} holds values sampled from every analyzed table")
+        for qualified, rel in sorted(session.catalog.relations.items()):
+            if rel.kind in _ANALYZED_KINDS and rel.schema not in SYSTEM_SCHEMAS:
+                facts.table(qualified, Access.READ, source)
+    pages = ("pg_catalog", "pg_largeobject")
+    if any(use.relation == pages and use.column == "data" for use in facts.columns):
+        facts.classes.add(FunctionClass.LARGE_OBJECTS)
+        facts.note("pg_catalog.pg_largeobject holds the contents of large objects")
 
 
 def _into_clause(f: Node) -> Node | None:
@@ -503,4 +544,4 @@ _STATEMENTS: dict[str, Callable[[StatementWalker, Node], None]] = {
     "DropStmt": StatementWalker._drop,
 }
 
-__all__ = ["QUERY_PLAN", "StatementWalker", "command_of"]
+__all__ = ["QUERY_PLAN", "StatementWalker", "catalog_data", "command_of"]

@@ -16,11 +16,24 @@ def protected_writes(stmt: StatementFacts, ctx: RuleContext) -> Violation | None
     return None
 
 
+# Writing the system catalog directly (as the superuser service account may) changes the
+# definition of anything, protected tables included, without any DDL statement: renaming
+# customers in pg_class, deleting its row-level security policies from pg_policy, rewriting a
+# built-in SQL function's body in pg_proc so that it runs SQL analysis never saw.
+# pg_settings is the exception: a view whose UPDATE rule is set_config, the documented SQL way to
+# change a setting (the gateway watches the settings that matter as the server reports them).
+CATALOG_CHANGES = WRITES | {Access.DDL}
+SETTINGS_VIEW = ("pg_catalog", "pg_settings")
+
+
 def protected_ddl(stmt: StatementFacts, ctx: RuleContext) -> Violation | None:
     for use in stmt.tables:
         if use.access in (Access.DDL, Access.LOCK) and ctx.policy.is_protected(use.relation):
             verb = "locking" if use.access == Access.LOCK else "changing the definition of"
             return Violation("protected_ddl", f"{verb} {show(use.relation)}")
+        catalog = use.relation[0] == "pg_catalog" and use.relation != SETTINGS_VIEW
+        if catalog and use.access in CATALOG_CHANGES:
+            return Violation("protected_ddl", f"changing the system catalog {show(use.relation)}")
     return None
 
 
