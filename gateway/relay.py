@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.wire import messages as m
+from gateway.wire.errors import ProtocolViolation
 from gateway.wire.framing import Frame
 from policy.decision import ROW_CAP_REACHED, UNANALYZABLE, Allow, Decision, Deny
 from policy.engine import Named
@@ -40,6 +41,7 @@ SENTINEL = "SEKISHO REFUSED THIS STATEMENT"
 # A statement name no client uses, for refusals that must not disturb the client's own statements.
 _REFUSAL_STATEMENT = "sekisho.refused"
 _TAG_COUNT = re.compile(r"\d+$")
+_WITH_HOLD = re.compile(r"\bwith\s+hold\b", re.IGNORECASE)
 _CUT_HINT = "Narrow the query (a WHERE clause or LIMIT), or ask a compliance lead for an elevation."
 
 Decide = Callable[[str, Named], tuple[Analysis, Decision]]
@@ -111,6 +113,7 @@ class _Cursor:
     budget: RowBudget
     command: str
     fetches: tuple[str, ...] = ()  # SQL cursors its FETCH statement draws on
+    holdable: bool = False  # DECLARE ... WITH HOLD: survives the end of its transaction
 
 
 @dataclass(slots=True)
@@ -170,6 +173,7 @@ class Relay:
     barrier: bool = False  # client messages wait while a capped statement is driven or checked
     discard_until_sync: bool = False
     refusals: int = 0
+    open_batch: bool = False  # extended messages sent since the last Sync
     _named: Named | None = None  # cache of named(); cleared whenever a name is created or dropped
 
     # ------------------------------------------------------------------ rendering
@@ -225,6 +229,16 @@ class Relay:
             if kind != b"S":
                 return
             self.discard_until_sync = False
+        if kind in b"PBEDC":
+            self.open_batch = True
+        elif kind == b"S":
+            self.open_batch = False
+        elif kind in b"QF" and self.open_batch and self.restricted:
+            # PostgreSQL would skip or interleave it unpredictably with the unfinished batch.
+            raise ProtocolViolation(
+                "a Query or FunctionCall inside an unfinished extended-query batch (no Sync yet) "
+                "is not supported through Sekisho"
+            )
         if kind == b"Q":
             self._query(m.Query.decode(frame.body).sql, frame)
         elif kind == b"P":
@@ -300,11 +314,10 @@ class Relay:
             if name is None:
                 continue
             if stmt.command == "prepare":
-                self._named = None
-                self.statements[name] = _Prepared(decision, "select")
+                self._define_statement(name, _Prepared(decision, "select"))
             elif stmt.command == "declare":
-                self._named = None
-                self.cursors[name] = _Cursor(RowBudget.of(decision), "fetch")
+                holdable = _WITH_HOLD.search(stmt.text) is not None  # a false match only keeps a budget
+                self._define_cursor(name, _Cursor(RowBudget.of(decision), "fetch", holdable=holdable))
             elif stmt.command == "deallocate":
                 self._named = None
                 self.statements.pop(name, None)
@@ -327,19 +340,36 @@ class Relay:
         fetches = tuple(
             s.prepared_name for s in analysis.statements if s.command in ("fetch", "move") and s.prepared_name
         )
-        self._named = None
-        self.statements[parse.name] = _Prepared(decision, first.command if first else "select", fetches)
+        self._define_statement(parse.name, _Prepared(decision, first.command if first else "select", fetches))
         self.pending.append(_Step("parse"))
         self.to_upstream.append(frame.raw)
+
+    def _define_statement(self, name: str, prepared: _Prepared) -> None:
+        """Record a statement name. PostgreSQL may still reject or skip the definition (the name
+        exists, an earlier error skips to Sync), keeping what it had: so an existing name only ever
+        becomes stricter here, never looser. DEALLOCATE and Close forget a name first."""
+        self._named = None
+        old = self.statements.get(name)
+        if old is not None and _stricter(old.allowance, prepared.allowance) is old.allowance:
+            prepared = _Prepared(old.allowance, prepared.command, tuple({*old.cursors, *prepared.cursors}))
+        self.statements[name] = prepared
+
+    def _define_cursor(self, name: str, cursor: _Cursor) -> None:
+        """Record a portal or cursor. PostgreSQL refuses to redefine an open named one (42P03), so
+        an existing named cursor keeps its budget; all are forgotten when the transaction ends."""
+        self._named = None
+        if name and name in self.cursors:
+            return
+        self.cursors[name] = cursor
 
     def _bind(self, portal: str, statement: str, frame: Frame) -> None:
         prepared = self.statements.get(statement)
         self._named = None
         if prepared is not None:
-            self.cursors[portal] = _Cursor(
-                RowBudget.of(prepared.allowance), prepared.command, prepared.cursors
+            self._define_cursor(
+                portal, _Cursor(RowBudget.of(prepared.allowance), prepared.command, prepared.cursors)
             )
-        else:
+        elif not portal or portal not in self.cursors:
             self.cursors.pop(portal, None)
         self.pending.append(_Step("bind"))
         self.to_upstream.append(frame.raw)
@@ -368,7 +398,10 @@ class Relay:
         limit = remaining + 1 if wanted is None else min(wanted, remaining + 1)
         self.to_upstream.append(m.Execute(execute.portal, limit).encode())
         if cursor.budget.on_cap == "error":
-            self.barrier = True  # the rest waits: on a cut the statement must fail upstream too
+            # The rest waits: on a cut the statement must fail upstream too. Flush, or PostgreSQL
+            # would keep the results until the Sync that is now waiting behind the barrier.
+            self.to_upstream.append(m.Flush().encode())
+            self.barrier = True
 
     def _fetched_cursors(self, portal: _Cursor) -> list[RowBudget]:
         """Budgets of the SQL cursors a portal's FETCH statement draws on."""
@@ -458,7 +491,14 @@ class Relay:
 
     def upstream_frame(self, frame: Frame) -> None:
         """Handle one whole backend message."""
-        if frame.type in b"NSA" or not self.pending:
+        kind = frame.type
+        if kind == b"Z" and frame.raw[5:6] == b"I" and self.cursors:
+            # A transaction ended: PostgreSQL closed its portals and cursors, except WITH HOLD ones.
+            self.cursors = {k: c for k, c in self.cursors.items() if c.holdable}
+            self._named = None
+        if kind in b"NSA" or not self.pending:
+            if self.restricted and kind in b"Dd":
+                raise ProtocolViolation("rows from the database that Sekisho was not expecting")
             self.to_client.append(frame.raw)
             return
         head = self.pending[0]
@@ -552,6 +592,15 @@ class Relay:
         if self.barrier:
             self.barrier = False
             self.release_held()
+
+
+def _stricter(a: Allow, b: Allow) -> Allow:
+    """The allowance with the smaller row cap (no cap is the loosest)."""
+    if a.row_cap is None:
+        return b
+    if b.row_cap is None:
+        return a
+    return a if a.row_cap <= b.row_cap else b
 
 
 def _retag(tag: str, rows: int) -> str:

@@ -22,7 +22,11 @@ def protected_writes(stmt: StatementFacts, ctx: RuleContext) -> Violation | None
 # built-in SQL function's body in pg_proc so that it runs SQL analysis never saw.
 # pg_settings is the exception: a view whose UPDATE rule is set_config, the documented SQL way to
 # change a setting (the gateway watches the settings that matter as the server reports them).
-CATALOG_CHANGES = WRITES | {Access.DDL}
+# Objects created in, or locks taken on, the system schemas are changes too: a table created in
+# information_schema would be taken for a catalog relation (no row cap), and an exclusive lock on
+# pg_class stops every other session and Sekisho's own catalog refresh.
+CATALOG_CHANGES = WRITES | {Access.DDL, Access.LOCK}
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
 SETTINGS_VIEW = ("pg_catalog", "pg_settings")
 
 
@@ -31,7 +35,7 @@ def protected_ddl(stmt: StatementFacts, ctx: RuleContext) -> Violation | None:
         if use.access in (Access.DDL, Access.LOCK) and ctx.policy.is_protected(use.relation):
             verb = "locking" if use.access == Access.LOCK else "changing the definition of"
             return Violation("protected_ddl", f"{verb} {show(use.relation)}")
-        catalog = use.relation[0] == "pg_catalog" and use.relation != SETTINGS_VIEW
+        catalog = use.relation[0] in SYSTEM_SCHEMAS and use.relation != SETTINGS_VIEW
         if catalog and use.access in CATALOG_CHANGES:
             return Violation("protected_ddl", f"changing the system catalog {show(use.relation)}")
     return None

@@ -7,7 +7,11 @@ from policy.rules.base import RuleContext, Violation
 
 # Settings that change how the server reads statement text: analysis assumes UTF8 and standard
 # strings, so a session that changes them could smuggle text the analyzer read differently.
-LEXER_SETTINGS = frozenset({"client_encoding", "standard_conforming_strings", "backslash_quote"})
+LEXER_SETTINGS = frozenset({
+    "client_encoding", "standard_conforming_strings", "backslash_quote",
+    # Not a lexer setting, but the switch that lets a superuser session rewrite system catalogs.
+    "allow_system_table_mods",
+})  # fmt: skip
 IDENTITY_SETTINGS = frozenset({"role", "session_authorization"})
 # RESET ALL and DISCARD ALL put every setting back to the session's startup value, and DISCARD ALL
 # also the role (SET SESSION AUTHORIZATION DEFAULT: back to the login Sekisho made). Sekisho pins

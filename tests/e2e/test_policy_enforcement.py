@@ -347,3 +347,23 @@ def test_ordinary_connection_settings_stay_allowed(gateway: Gateway) -> None:
     )
     with psycopg.connect(info) as conn:
         assert conn.execute("SHOW DateStyle").fetchone() == ("German, DMY",)
+
+
+def test_a_failed_redefinition_cannot_uncap_a_prepared_statement(
+    contractor: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    """Red-team finding: PREPARE p (customers); PREPARE p AS SELECT 1 (fails, 42P05); EXECUTE p."""
+    contractor.execute("PREPARE p AS SELECT id FROM customers")
+    with pytest.raises(psycopg.errors.DuplicatePreparedStatement):
+        contractor.execute("PREPARE p AS SELECT 1")
+    assert len(contractor.execute("EXECUTE p").fetchall()) == 100
+    contractor.execute("DEALLOCATE p")
+
+
+def test_error_mode_with_the_extended_protocol_answers(gateway: Gateway) -> None:
+    """Red-team finding: the barrier held the client's Sync while PostgreSQL waited for it."""
+    with connect(gateway, "strict") as conn:
+        assert conn.execute("SELECT id FROM customers WHERE id = %s", (5,)).fetchall() == [(5,)]
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("SELECT id FROM customers WHERE id > %s", (0,)).fetchall()
+        assert caught.value.diag.sqlstate == "SK001"

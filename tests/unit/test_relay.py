@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+
 from gateway.relay import SENTINEL, Relay
 from gateway.wire import messages as m
+from gateway.wire.errors import ProtocolViolation
 from gateway.wire.framing import Frame, FrameReader
 from policy.decision import Allow, Decision, Deny
 from policy.engine import Named
@@ -284,3 +287,32 @@ def test_a_refused_parse_keeps_an_existing_statement_of_that_name() -> None:
     client_got(relay)
     send(relay, m.Bind("p", "s1").encode(), m.Execute("p").encode(), m.Sync().encode())
     assert upstream_got(relay)[1] == m.Execute("p", 51)  # the old statement runs, with its own cap
+
+
+def test_a_failed_prepare_cannot_loosen_an_existing_name() -> None:
+    """PREPARE p (customers); PREPARE p AS SELECT 1 fails upstream (42P05): p must keep its cap."""
+    capped, loose = "PREPARE p AS SELECT id FROM customers", "PREPARE p AS SELECT 1"
+    table: dict[str, tuple[Analysis, Decision]] = {
+        capped: (facts(capped, rows=False, command="prepare", name="p"), Allow(100, "max_rows")),
+        loose: (facts(loose, rows=False, command="prepare", name="p"), Allow()),
+    }
+    relay = Relay(Script(table), restricted=True)
+    send(relay, m.Query(capped).encode(), m.Query(loose).encode())
+    assert relay.statements["p"].allowance.row_cap == 100
+
+
+def test_a_query_inside_an_unfinished_extended_batch_is_refused() -> None:
+    relay = Relay(Script({"SELECT 1": (facts("SELECT 1"), Allow())}), restricted=True)
+    with pytest.raises(ProtocolViolation):
+        send(relay, m.Parse("", "SELECT 1").encode(), m.Query("SELECT 1").encode())
+
+
+def test_error_mode_execute_flushes_so_the_results_arrive() -> None:
+    sql = "SELECT id FROM customers WHERE id = $1"
+    relay = Relay(Script({sql: (facts(sql), Allow(10, "max_rows", "error"))}), restricted=True)
+    send(relay, m.Parse("", sql).encode(), m.Bind("", "").encode(), m.Execute("").encode(), m.Sync().encode())
+    sent = upstream_got(relay)
+    assert sent[-2:] == [m.Execute("", 11), m.Flush()]  # the Sync waits behind the barrier
+    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), row("1"),
+           m.CommandComplete("SELECT 1").encode())  # fmt: skip
+    assert upstream_got(relay) == [m.Sync()]
