@@ -88,6 +88,37 @@ _ADMIN = frozenset(
 )
 
 
+# Statements that change what a function, operator, cast or schema name means. Analysis judges
+# functions by name (built-ins in pg_catalog are trusted), so after any of these a harmless-looking
+# name can run a refused function: ALTER FUNCTION pg_catalog.query_to_xml RENAME TO qx, an aggregate
+# whose state function is pg_read_file, an extension's functions moved in by renaming schemas.
+_REDEFINES_CODE = frozenset({
+    "CreateExtensionStmt", "AlterExtensionStmt", "AlterExtensionContentsStmt", "DefineStmt",
+    "CreateCastStmt", "CreateOpClassStmt", "CreateOpFamilyStmt", "AlterOpFamilyStmt",
+    "AlterOperatorStmt", "CreateTransformStmt", "CreateConversionStmt", "AlterFunctionStmt",
+})  # fmt: skip
+_CODE_OBJECTS = frozenset({
+    "OBJECT_FUNCTION", "OBJECT_AGGREGATE", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_OPERATOR",
+    "OBJECT_SCHEMA", "OBJECT_EXTENSION", "OBJECT_CAST", "OBJECT_OPCLASS", "OBJECT_OPFAMILY",
+    "OBJECT_LANGUAGE", "OBJECT_TRANSFORM", "OBJECT_CONVERSION",
+})  # fmt: skip
+# Database- and tablespace-level DDL: outside any table the policy names, and able to destroy or
+# hide whole databases.
+_SERVER_DDL = frozenset({
+    "CreatedbStmt", "DropdbStmt", "AlterDatabaseStmt", "AlterDatabaseRefreshCollStmt",
+    "CreateTableSpaceStmt", "DropTableSpaceStmt", "AlterTableSpaceOptionsStmt",
+})  # fmt: skip
+
+
+def _redefines_code(kind: str, f: Node) -> bool:
+    if kind in _REDEFINES_CODE:
+        return True
+    object_type = f.get("renameType") if kind == "RenameStmt" else f.get("objectType") or f.get("removeType")
+    return kind in ("RenameStmt", "AlterObjectSchemaStmt", "AlterOwnerStmt", "DropStmt") and (
+        object_type in _CODE_OBJECTS
+    )
+
+
 def generic(walker: StatementWalker, kind: str, f: Node) -> None:
     facts = walker.facts
     facts.command = "ddl"
@@ -103,6 +134,12 @@ def generic(walker: StatementWalker, kind: str, f: Node) -> None:
         schema = _schema_named(kind, f)
         if schema is not None:
             schema_relations(walker, [schema])
+    if _redefines_code(kind, f):
+        facts.classes.add(FunctionClass.USER_DEFINED)
+        facts.note("the statement changes what a function, operator, cast or schema name means")
+    if kind in _SERVER_DDL:
+        facts.classes.add(FunctionClass.ADMIN)
+        facts.note("the statement creates, changes or drops a database or tablespace")
     if _into_system_schema(kind, f):
         facts.classes.add(FunctionClass.USER_DEFINED)
         facts.note("the statement puts code in a system schema, where its functions would pass for built-ins")
@@ -207,6 +244,9 @@ def named_relation(walker: StatementWalker, names: list[str], access: Access) ->
 def drop(walker: StatementWalker, f: Node) -> None:
     walker.facts.command = "ddl"
     remove = f.get("removeType")
+    if _redefines_code("DropStmt", f):
+        walker.facts.classes.add(FunctionClass.USER_DEFINED)
+        walker.facts.note("the statement changes what a function, operator, cast or schema name means")
     if remove == "OBJECT_SCHEMA":
         schema_relations(walker, strings(f.get("objects")))
     for item in f.get("objects", ()):
