@@ -214,6 +214,19 @@ class Server:
     def stats_auth_failed(self) -> None:
         self._auth_failed += 1
 
+    def cancel_upstream(self, key: m.BackendKeyData) -> None:
+        """Cancel an upstream backend's running statement (its client went away); the task is
+        tracked with the sessions, so shutdown waits for or cancels it."""
+        task = asyncio.get_running_loop().create_task(self._send_cancel(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_cancel(self, key: m.BackendKeyData) -> None:
+        try:
+            await upstream.send_cancel(self.config.upstream, key)
+        except upstream.UpstreamError as exc:
+            log.warning("cancel_failed", error=str(exc))
+
     async def cancel(self, pid: int, secret: int) -> None:
         """Forward a client's CancelRequest to the upstream backend of the session it names."""
         entry = self._sessions.get(pid)

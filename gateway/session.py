@@ -441,6 +441,15 @@ class Session:
         return verdict.analysis, verdict.decision
 
     def _client_terminated(self, pending: list[bytes]) -> None:
+        self._ending = True  # the upstream closing now is our doing, not a fault to report
+        link = self.link
+        if (
+            link is not None
+            and self.relay is not None
+            and self.relay.pending
+            and link.backend_key is not None
+        ):
+            self.server.cancel_upstream(link.backend_key)
         assert self.link is not None
         up = self.link.endpoint
         up.write(b"".join(pending) + m.Terminate().encode())
@@ -448,9 +457,14 @@ class Session:
         self.client.close()
 
     def _client_lost(self, exc: Exception | None) -> None:
-        if self.link is not None and not self.link.endpoint.closed:
-            self.link.endpoint.write(m.Terminate().encode())
-            self.link.endpoint.close()
+        self._ending = True
+        link = self.link
+        if link is not None and not link.endpoint.closed:
+            if self.relay is not None and self.relay.pending and link.backend_key is not None:
+                # PostgreSQL would read our Terminate only after the running statement finished.
+                self.server.cancel_upstream(link.backend_key)
+            link.endpoint.write(m.Terminate().encode())
+            link.endpoint.close()
 
     def _upstream_lost(self, exc: Exception | None) -> None:
         if self.client.closed:

@@ -17,7 +17,7 @@ from gateway.pgcluster import Cluster, free_port
 from gateway.wire import messages as m
 from gateway.wire.framing import FrameReader
 from tests.conftest import GatewayFactory
-from tests.support import WORK, Gateway, LoginFailed, raw_client
+from tests.support import WORK, Gateway, LoginFailed, Upstream, raw_client
 
 
 @pytest.fixture
@@ -189,3 +189,23 @@ def test_many_concurrent_clients(gateway: Gateway) -> None:
     for t in threads:
         t.join(60)
     assert not errors, errors[:3]
+
+
+def test_a_client_that_vanishes_mid_statement_has_its_statement_cancelled(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    """Red-team finding: an orphaned statement kept running upstream after its client left."""
+    with raw_client(gateway.port) as client:
+        client.login("contractor", "contractor", gateway.database)
+        client.send(m.Query("SELECT pg_sleep(60), 'orphan-probe'").encode())
+        time.sleep(0.5)
+    with psycopg.connect(upstream.conninfo(), autocommit=True) as direct:
+        for _ in range(50):
+            running = direct.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE query LIKE '%orphan-probe%' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if running == (0,):
+                break
+            time.sleep(0.1)
+        assert running == (0,)
