@@ -50,7 +50,7 @@ import difflib
 import ipaddress
 import re
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 
@@ -474,9 +474,11 @@ class _Builder:
 
     # ------------------------------------------------------------------ protected tables
 
-    def tables(self, node: Node | None) -> dict[QualifiedName, ProtectedTable]:
-        path: KeyPath = ("protected_tables",)
-        out: dict[QualifiedName, ProtectedTable] = {}
+    def table_entries(
+        self, node: Node | None, path: KeyPath
+    ) -> Iterator[tuple[QualifiedName, Node, Node, KeyPath]]:
+        """The entries of a mapping keyed by table names, each table once: a table listed again
+        (also as ``customers`` after ``public.customers``) is a problem naming the first line."""
         first: dict[QualifiedName, int] = {}
         for name, key_node, value_node in self.entries(node, path):
             table_path = (*path, name)
@@ -487,6 +489,12 @@ class _Builder:
                 self.problem(key_node, table_path, f"{_show(qn)} is already listed at line {first[qn]}")
                 continue
             first[qn] = key_node.start_mark.line + 1
+            yield qn, key_node, value_node, table_path
+
+    def tables(self, node: Node | None) -> dict[QualifiedName, ProtectedTable]:
+        path: KeyPath = ("protected_tables",)
+        out: dict[QualifiedName, ProtectedTable] = {}
+        for qn, key_node, value_node, table_path in self.table_entries(node, path):
             self.place(("table", *qn), key_node, table_path)
             columns = self._pii.setdefault(qn, set())
             spec = self.fields(value_node, table_path, _TABLE_KEYS)
@@ -577,16 +585,7 @@ class _Builder:
 
     def table_caps(self, role: str, node: Node | None, path: KeyPath) -> dict[QualifiedName, int]:
         out: dict[QualifiedName, int] = {}
-        first: dict[QualifiedName, int] = {}
-        for name, key_node, value_node in self.entries(node, path):
-            table_path = (*path, name)
-            qn = self.table_name(name, key_node, table_path)
-            if qn is None:
-                continue
-            if qn in first:
-                self.problem(key_node, table_path, f"{_show(qn)} is already listed at line {first[qn]}")
-                continue
-            first[qn] = key_node.start_mark.line + 1
+        for qn, key_node, value_node, table_path in self.table_entries(node, path):
             self.place(("table_max_rows", role, *qn), key_node, table_path)
             cap = self.positive(value_node, table_path)
             if cap is not None:
