@@ -95,10 +95,9 @@ class SessionGate:
     def __init__(self, service: PolicyService, user: str) -> None:
         self.service = service
         self.user = user
-        self._version = -1
+        self._version = service.version
         self._decisions: dict[str, Decision] = {}
         self.permissions: Permissions = permissions_for(service.policy, user)
-        self._refresh()
 
     def _refresh(self) -> None:
         if self._version != self.service.version:

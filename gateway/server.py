@@ -94,7 +94,8 @@ class Server:
         self._users = _UsersCache(config.users_file)
         self._sock = sock
         self._listener: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # one per client connection
+        self._cancels: set[asyncio.Task[None]] = set()  # upstream cancels for departed clients
         self._sessions: dict[int, tuple[Session, m.BackendKeyData | None]] = {}
         self._accepted = 0
         self._auth_failed = 0
@@ -216,10 +217,10 @@ class Server:
 
     def cancel_upstream(self, key: m.BackendKeyData) -> None:
         """Cancel an upstream backend's running statement (its client went away); the task is
-        tracked with the sessions, so shutdown waits for or cancels it."""
+        tracked, so shutdown waits for or cancels it."""
         task = asyncio.get_running_loop().create_task(self._send_cancel(key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
 
     async def _send_cancel(self, key: m.BackendKeyData) -> None:
         try:
@@ -271,6 +272,12 @@ class Server:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._cancels:
+            await asyncio.wait(set(self._cancels), timeout=2)
+        for task in set(self._cancels):
+            task.cancel()
+        if self._cancels:
+            await asyncio.gather(*self._cancels, return_exceptions=True)
         if self._catalog_task is not None:
             self._catalog_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

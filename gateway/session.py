@@ -353,7 +353,7 @@ class Session:
                 if check is None:
                     if kind == b"X":
                         self._flush()
-                        self._client_terminated([])
+                        self._client_terminated()
                         return
                     raise ProtocolViolation(f"invalid frontend message type {kind!r}")
                 if check:
@@ -440,31 +440,24 @@ class Session:
                         statement=sql[:500])  # fmt: skip
         return verdict.analysis, verdict.decision
 
-    def _client_terminated(self, pending: list[bytes]) -> None:
-        self._ending = True  # the upstream closing now is our doing, not a fault to report
-        link = self.link
-        if (
-            link is not None
-            and self.relay is not None
-            and self.relay.pending
-            and link.backend_key is not None
-        ):
-            self.server.cancel_upstream(link.backend_key)
-        assert self.link is not None
-        up = self.link.endpoint
-        up.write(b"".join(pending) + m.Terminate().encode())
-        up.close()
+    def _client_terminated(self) -> None:
+        self._close_upstream()
         self.client.close()
 
     def _client_lost(self, exc: Exception | None) -> None:
-        self._ending = True
+        self._close_upstream()
+
+    def _close_upstream(self) -> None:
+        """The client is done: end the upstream link, cancelling a statement still running there
+        (PostgreSQL would read our Terminate only after it finished)."""
+        self._ending = True  # the upstream closing now is our doing, not a fault to report
         link = self.link
-        if link is not None and not link.endpoint.closed:
-            if self.relay is not None and self.relay.pending and link.backend_key is not None:
-                # PostgreSQL would read our Terminate only after the running statement finished.
-                self.server.cancel_upstream(link.backend_key)
-            link.endpoint.write(m.Terminate().encode())
-            link.endpoint.close()
+        if link is None or link.endpoint.closed:
+            return
+        if self.relay is not None and self.relay.pending and link.backend_key is not None:
+            self.server.cancel_upstream(link.backend_key)
+        link.endpoint.write(m.Terminate().encode())
+        link.endpoint.close()
 
     def _upstream_lost(self, exc: Exception | None) -> None:
         if self.client.closed:
