@@ -30,6 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pglast.parser import ParseError, split
+
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
 from gateway.wire.framing import Frame
@@ -149,12 +151,13 @@ class _Step:
     refused: Deny | None = None
     rows: Rows | None = None
     command: str = "select"
-    describe_statement: bool = False
     swallow_error: bool = False
 
 
 Pending = _Cycle | _Drive | _Step
 
+# The message that answers each extended step last (Describe of a statement sends its
+# ParameterDescription 't' first, which is not final).
 _FINAL = {"parse": b"1", "bind": b"2", "describe": b"Tn", "execute": b"CsI", "close": b"3", "sync": b"Z"}
 
 
@@ -248,7 +251,7 @@ class Relay:
         elif kind == b"E":
             self._execute(m.Execute.decode(frame.body), frame)
         elif kind == b"D":
-            self.pending.append(_Step("describe", describe_statement=frame.raw[5:6] == b"S"))
+            self.pending.append(_Step("describe"))
             self.to_upstream.append(frame.raw)
         elif kind == b"C":
             close = m.Close.decode(frame.body)
@@ -294,8 +297,14 @@ class Relay:
             self.pending.append(_Cycle(rows=rows if rows.capped else None))
             self.to_upstream.append(frame.raw)
             return
+        texts = _own_statements(sql, len(analysis.statements))
+        if texts is None:  # cannot split the client's text as analysis did: count, do not drive
+            self.pending.append(_Cycle(rows=rows))
+            self.to_upstream.append(frame.raw)
+            return
         stepwise = any(b.on_cap == "error" for b in rows.budgets if b.cap is not None)
-        drive = _Drive([(s.text, s.returns_rows) for s in analysis.statements], rows, stepwise)
+        statements = [(text, s.returns_rows) for text, s in zip(texts, analysis.statements, strict=True)]
+        drive = _Drive(statements, rows, stepwise)
         self.pending.append(drive)
         if stepwise:
             self.barrier = True
@@ -544,7 +553,7 @@ class Relay:
             return
         if step.rows is not None and step.rows.capped and self._counted(step, step.rows, frame):
             return
-        if kind in _FINAL[step.kind] and not (step.describe_statement and kind == b"t"):
+        if kind in _FINAL[step.kind]:
             self.pending.popleft()
         self.to_client.append(frame.raw)
 
@@ -592,6 +601,18 @@ class Relay:
         if self.barrier:
             self.barrier = False
             self.release_held()
+
+
+def _own_statements(sql: str, count: int) -> list[str] | None:
+    """The client's own statements, exactly as sent. Analyses are cached by normalized shape, so
+    an analysis's statement texts may carry another statement's literals: never send those."""
+    if count == 1:
+        return [sql]
+    try:
+        texts = list(split(sql))
+    except ParseError:
+        return None
+    return texts if len(texts) == count else None
 
 
 def _stricter(a: Allow, b: Allow) -> Allow:

@@ -367,3 +367,18 @@ def test_error_mode_with_the_extended_protocol_answers(gateway: Gateway) -> None
         with pytest.raises(psycopg.Error) as caught:
             conn.execute("SELECT id FROM customers WHERE id > %s", (0,)).fetchall()
         assert caught.value.diag.sqlstate == "SK001"
+
+
+def test_capped_queries_run_their_own_literals_after_a_same_shaped_statement(
+    contractor: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    """The shape cache once made a capped simple query run an earlier same-shaped statement's text."""
+    assert len(contractor.execute("SELECT id FROM customers WHERE id > %s", (0,)).fetchall()) == 100
+    ids = [
+        r[0] for r in contractor.execute("SELECT id FROM customers WHERE id > 1990 ORDER BY id").fetchall()
+    ]
+    assert ids == list(range(1991, 2001))
+    ids = [
+        r[0] for r in contractor.execute("SELECT id FROM customers WHERE id > 1995 ORDER BY id").fetchall()
+    ]
+    assert ids == list(range(1996, 2001))

@@ -316,3 +316,13 @@ def test_error_mode_execute_flushes_so_the_results_arrive() -> None:
     answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), row("1"),
            m.CommandComplete("SELECT 1").encode())  # fmt: skip
     assert upstream_got(relay) == [m.Sync()]
+
+
+def test_a_driven_query_sends_the_clients_own_text_not_the_cached_analysis_text() -> None:
+    """Analyses are cached by normalized shape: the cached statement text may carry another
+    statement's literals (or $1). The driven pipeline must send what this client sent."""
+    sql = "SELECT id FROM customers WHERE id > 1990"
+    cached = facts("SELECT id FROM customers WHERE id > $1")  # what the shape cache may hold
+    relay = Relay(Script({sql: (cached, Allow(100, "max_rows"))}), restricted=True)
+    send(relay, m.Query(sql).encode())
+    assert upstream_got(relay)[0] == m.Parse("", sql, ())
