@@ -28,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import pgbench
+from bench import masking, pgbench
 from bench.pgbouncer import (
     SESSION_DB,
     TRANSACTION_DB,
@@ -45,6 +45,9 @@ from tests.support import Gateway, start_gateway
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "bench"
 MODES = ("simple", "extended", "prepared")
+# select: pgbench -S against every target (the relay's per-statement cost); masking: 100-row
+# results with and without masked columns (bench/masking.py).
+WORKLOADS = ("select", "masking")
 DIRECT = "direct"
 BOUNCER_SESSION = "pgbouncer-session"
 BOUNCER_TRANSACTION = "pgbouncer-transaction"
@@ -109,6 +112,7 @@ class Settings:
     clients: int
     threads: int
     modes: tuple[str, ...]
+    workloads: tuple[str, ...]
     scale: int
     warmup: int
     out: Path
@@ -120,13 +124,18 @@ class Settings:
 def parse_args(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="pgbench -S against PostgreSQL directly, PgBouncer and Sekisho, alternating rounds.",
+        description="pgbench against PostgreSQL directly, PgBouncer and Sekisho, alternating rounds.",
     )
     parser.add_argument("--duration", type=int, help="seconds per pgbench run (default 10; --quick 2)")
     parser.add_argument("--rounds", type=int, help="rounds per mode (default 3; --quick 1)")
     parser.add_argument("--clients", type=int, default=8, help="pgbench clients (default 8)")
     parser.add_argument("--threads", type=int, default=2, help="pgbench threads, -j (default 2)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated pgbench -M modes")
+    parser.add_argument(
+        "--workloads",
+        default="select",
+        help="comma-separated: select (pgbench -S, the default), masking (100-row masked results)",
+    )
     parser.add_argument("--scale", type=int, help="pgbench -i -s scale (default 10; --quick 1)")
     parser.add_argument("--warmup", type=int, help="seconds of direct pgbench before measuring (default 2)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (well under a minute)")
@@ -136,6 +145,9 @@ def parse_args(argv: list[str] | None) -> Settings:
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         parser.error(f"--modes: expected some of {', '.join(MODES)}, got {args.modes!r}")
+    workloads = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
+    if not workloads or any(w not in WORKLOADS for w in workloads):
+        parser.error(f"--workloads: expected some of {', '.join(WORKLOADS)}, got {args.workloads!r}")
 
     def pick(value: int | None, normal: int, quick: int) -> int:
         return value if value is not None else (quick if args.quick else normal)
@@ -146,6 +158,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         clients=args.clients,
         threads=min(args.threads, args.clients),
         modes=modes,
+        workloads=workloads,
         scale=pick(args.scale, 10, 1),
         warmup=pick(args.warmup, 2, 1),
         out=args.out.resolve(),
@@ -211,10 +224,13 @@ def versions() -> dict[str, str]:
             return (out.stdout or out.stderr).strip().splitlines()[0]
         return "unknown"
 
+    pgbouncer: str | None = None
+    with contextlib.suppress(PgBouncerError):
+        pgbouncer = find_pgbouncer()
     return {
         "postgres": first_line(str(find_bindir() / "postgres"), "--version"),
         "pgbench": first_line(pgbench.PGBENCH, "--version"),
-        "pgbouncer": first_line(find_pgbouncer(), "--version"),
+        "pgbouncer": first_line(pgbouncer, "--version") if pgbouncer else "not installed",
         "python": sys.version.split()[0],
     }
 
@@ -335,9 +351,20 @@ def table(rows: list[Summary]) -> str:
     return "\n".join(lines)
 
 
-def write_results(path: Path, settings: Settings, runs: list[Run], rows: list[Summary]) -> None:
-    settings_json = {**asdict(settings), "out": str(settings.out), "modes": list(settings.modes)}
-    document = {
+def write_results(
+    path: Path,
+    settings: Settings,
+    runs: list[Run],
+    rows: list[Summary],
+    masked: tuple[list[masking.MaskRun], list[masking.MaskSummary]] | None = None,
+) -> None:
+    settings_json = {
+        **asdict(settings),
+        "out": str(settings.out),
+        "modes": list(settings.modes),
+        "workloads": list(settings.workloads),
+    }
+    document: dict[str, object] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, "-m", "bench", *sys.argv[1:]],
         "nproc": os.cpu_count(),
@@ -346,6 +373,13 @@ def write_results(path: Path, settings: Settings, runs: list[Run], rows: list[Su
         "runs": [{**asdict(r), "cpu_us_per_tx": r.cpu_us_per_tx} for r in runs],
         "summary": [asdict(r) for r in rows],
     }
+    if masked is not None:
+        document["masking"] = {
+            "queries": {q.name: q.sql for q in masking.QUERIES},
+            "rows_per_query": masking.ROWS,
+            "runs": [r.figures() for r in masked[0]],
+            "summary": [asdict(r) for r in masked[1]],
+        }
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
@@ -357,52 +391,42 @@ def run_bench(settings: Settings) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("sekisho", "pgbouncer"):  # fresh logs and configuration each run
         shutil.rmtree(out / stale, ignore_errors=True)
+    selecting = "select" in settings.workloads
     cluster: Cluster | None = None
     bouncer: PgBouncer | None = None
     gateway: Gateway | None = None
     try:
         say(f"bench: {settings.rounds} round(s) x {settings.duration} s, {settings.clients} clients, "
-            f"-j {settings.threads}, modes {','.join(settings.modes)}, scale {settings.scale}, "
+            f"-j {settings.threads}, modes {','.join(settings.modes)}, "
+            f"workloads {','.join(settings.workloads)}, scale {settings.scale}, "
             f"{os.cpu_count()} cores")  # fmt: skip
         cluster = Cluster(out / "pg", free_port())
         cluster.start()
-        prepare_data(cluster, settings.scale)
-        bouncer = start_pgbouncer(out / "pgbouncer", cluster.port, DATABASE, settings.clients)
+        if selecting:
+            prepare_data(cluster, settings.scale)
+        if "masking" in settings.workloads:
+            asyncio.run(ensure_database(cluster.dsn(), DATABASE))
+            masking.prepare(cluster.dsn(DATABASE))  # before Sekisho starts, so its catalog has the tables
+        if selecting:
+            bouncer = start_pgbouncer(out / "pgbouncer", cluster.port, DATABASE, settings.clients)
         gateway = start_gateway(out / "sekisho", cluster.dsn(DATABASE))
         assert gateway.process is not None
-        no_prepared = "PgBouncer 1.18 does not track prepared statements in transaction pooling"
-        targets = [
-            Target(DIRECT, direct_env(cluster)),
-            Target(BOUNCER_SESSION, bouncer.env(SESSION_DB), bouncer.process.pid),
-            Target(
-                BOUNCER_TRANSACTION,
-                bouncer.env(TRANSACTION_DB),
-                bouncer.process.pid,
-                {"prepared": no_prepared},
-            ),
-            Target(SEKISHO, gateway.env("maint"), gateway.process.pid),
-            Target(SEKISHO_RESTRICTED, gateway.env("contractor"), gateway.process.pid),
-        ]
-        if settings.warmup:
-            say(f"warm-up: {settings.warmup} s direct")
-            with contextlib.suppress(pgbench.PgbenchError):
-                pgbench.select_only(
-                    targets[0].env, "simple", settings.clients, settings.threads, settings.warmup
-                )
-        runs = measure(targets, settings, gateway)
-        rows = summarize(runs, targets, settings.modes)
-        say("")
-        say(table(rows))
-        say(f"\n{BOUNCER_TRANSACTION} skips prepared: {no_prepared}.")
-        say("relay us/tx, relay cpu: the relay process's user+system CPU per transaction, and per second")
-        say("of wall time as a share of one core (sampled from /proc around each run).")
+        runs: list[Run] = []
+        rows: list[Summary] = []
+        if selecting:
+            assert bouncer is not None
+            runs, rows = run_select(cluster, bouncer, gateway, settings)
+        masked: tuple[list[masking.MaskRun], list[masking.MaskSummary]] | None = None
+        if "masking" in settings.workloads:
+            masked = run_masking(cluster, gateway, settings)
         results = out / "results.json"
-        write_results(results, settings, runs, rows)
+        write_results(results, settings, runs, rows, masked)
         say(f"results: {results}")
-        failed = [r for r in runs if r.error is not None]
+        failed = len([r for r in runs if r.error is not None])
+        failed += len([r for r in masked[0] if r.error is not None]) if masked else 0
         if failed:
             log = gateway.directory / "sekisho.log"
-            say(f"bench: {len(failed)} run(s) failed; see the messages above and {log}")
+            say(f"bench: {failed} run(s) failed; see the messages above and {log}")
             return 1
         return 0
     finally:
@@ -412,6 +436,61 @@ def run_bench(settings: Settings) -> int:
             bouncer.stop()
         if cluster is not None:
             cluster.stop()
+
+
+def run_select(
+    cluster: Cluster, bouncer: PgBouncer, gateway: Gateway, settings: Settings
+) -> tuple[list[Run], list[Summary]]:
+    """pgbench -S against every target, PgBouncer included."""
+    assert gateway.process is not None
+    no_prepared = "PgBouncer 1.18 does not track prepared statements in transaction pooling"
+    targets = [
+        Target(DIRECT, direct_env(cluster)),
+        Target(BOUNCER_SESSION, bouncer.env(SESSION_DB), bouncer.process.pid),
+        Target(
+            BOUNCER_TRANSACTION,
+            bouncer.env(TRANSACTION_DB),
+            bouncer.process.pid,
+            {"prepared": no_prepared},
+        ),
+        Target(SEKISHO, gateway.env("maint"), gateway.process.pid),
+        Target(SEKISHO_RESTRICTED, gateway.env("contractor"), gateway.process.pid),
+    ]
+    if settings.warmup:
+        say(f"warm-up: {settings.warmup} s direct")
+        with contextlib.suppress(pgbench.PgbenchError):
+            pgbench.select_only(targets[0].env, "simple", settings.clients, settings.threads, settings.warmup)
+    runs = measure(targets, settings, gateway)
+    rows = summarize(runs, targets, settings.modes)
+    say("")
+    say(table(rows))
+    say(f"\n{BOUNCER_TRANSACTION} skips prepared: {no_prepared}.")
+    say("relay us/tx, relay cpu: the relay process's user+system CPU per transaction, and per second")
+    say("of wall time as a share of one core (sampled from /proc around each run).")
+    return runs, rows
+
+
+def run_masking(
+    cluster: Cluster, gateway: Gateway, settings: Settings
+) -> tuple[list[masking.MaskRun], list[masking.MaskSummary]]:
+    """The masking workload: direct, Sekisho unrestricted and Sekisho restricted (masks applied)."""
+    assert gateway.process is not None
+    targets = [
+        Target(DIRECT, direct_env(cluster)),
+        Target(SEKISHO, gateway.env("maint"), gateway.process.pid),
+        Target(SEKISHO_RESTRICTED, gateway.env("contractor"), gateway.process.pid),
+    ]
+    scripts = masking.write_scripts(settings.out / "scripts")
+    try:
+        runs, rows = masking.run(targets, SEKISHO_RESTRICTED, settings, scripts)
+    except masking.CheckError as exc:
+        raise RuntimeError(f"masking workload: {exc}") from exc
+    if any(r.error is not None for r in runs) and gateway.process.poll() is not None:
+        raise RuntimeError(f"Sekisho exited ({gateway.process.returncode}):\n{gateway.log()[-3000:]}")
+    say("")
+    say(masking.table(rows))
+    say(masking.LEGEND)
+    return runs, rows
 
 
 def main(argv: list[str] | None = None) -> int:

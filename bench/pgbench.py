@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 PGBENCH = "pgbench"
 
@@ -18,6 +19,7 @@ _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MU
 _LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
 _PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+_NOTICE = re.compile(r"^(?:NOTICE|WARNING):.*$", re.MULTILINE)
 
 
 class PgbenchError(Exception):
@@ -47,13 +49,41 @@ def initialize(env: dict[str, str], scale: int) -> None:
 
 def select_only(env: dict[str, str], mode: str, clients: int, threads: int, duration: int) -> PgbenchResult:
     """One `pgbench -n -S` run; -n because vacuuming through a relay is not what is measured."""
-    argv = [PGBENCH, "-n", "-S", "-M", mode, "-c", str(clients), "-j", str(threads), "-T", str(duration)]
+    return _run(["-S"], env, mode, clients=clients, threads=threads, duration=duration)
+
+
+def script(
+    env: dict[str, str], path: Path, mode: str, *, clients: int, threads: int, duration: int
+) -> PgbenchResult:
+    """One `pgbench -n -f PATH` run of a custom script.
+
+    A NOTICE or WARNING on stderr is an error too: a script's statements are chosen to run
+    cleanly, so a notice means the result was not what is being measured (Sekisho's row-cap
+    notice says the rows were cut)."""
+    return _run(
+        ["-f", str(path)], env, mode, clients=clients, threads=threads, duration=duration, notices_fail=True
+    )
+
+
+def _run(
+    workload: list[str],
+    env: dict[str, str],
+    mode: str,
+    *,
+    clients: int,
+    threads: int,
+    duration: int,
+    notices_fail: bool = False,
+) -> PgbenchResult:
+    argv = [PGBENCH, "-n", *workload, "-M", mode, "-c", str(clients), "-j", str(threads), "-T", str(duration)]
     try:
         out = subprocess.run(
             argv, env=env, capture_output=True, text=True, check=False, timeout=duration + 60
         )
     except subprocess.TimeoutExpired as exc:
         raise PgbenchError(f"pgbench did not finish within {duration + 60} s") from exc
+    if notices_fail and (notice := _NOTICE.search(out.stderr)) is not None:
+        raise PgbenchError(f"the server sent a notice, so the result is not the one measured: {notice[0]}")
     return parse(out.stdout, out.stderr, out.returncode)
 
 

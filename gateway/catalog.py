@@ -1,7 +1,8 @@
 """The live catalog snapshot: what policy analysis resolves names against, read from PostgreSQL.
 
 Four queries in one read-only repeatable-read transaction, so that the snapshot is consistent:
-relations with their columns, view dependencies, functions, and schemas. View dependencies come
+relations with their columns, view dependencies, functions (with their OID, language and C entry
+point, so that analysis can judge a function by what it runs), and schemas. View dependencies come
 from the rewrite rule of each view and materialized view (``pg_rewrite`` → ``pg_depend``); the
 transitive closure over views nested in views is computed here, not in SQL. Views made by initdb
 (in pg_catalog and information_schema) have no pg_depend rows, as initdb pins its objects, so their
@@ -40,8 +41,12 @@ JOIN pg_catalog.pg_depend d
  AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
 """
 
+# Every function with what it runs: the C entry point of 'internal' and 'c' functions and the library
+# of 'c' ones (other languages' prosrc is a body, which can be large and is not needed here).
 _FUNCTIONS = """
-SELECT DISTINCT n.nspname, p.proname, l.lanname
+SELECT p.oid, n.nspname, p.proname, l.lanname,
+       CASE WHEN l.lanname IN ('internal', 'c') THEN p.prosrc END AS symbol,
+       CASE WHEN l.lanname = 'c' THEN p.probin END AS library
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -91,7 +96,17 @@ async def load_catalog(conn: asyncpg.Connection) -> Catalog:
         )
         for oid in names
     ]
-    functions = [Function(str(r["nspname"]), str(r["proname"]), str(r["lanname"])) for r in function_rows]
+    functions = [
+        Function(
+            str(r["nspname"]),
+            str(r["proname"]),
+            str(r["lanname"]),
+            oid=int(r["oid"]),
+            symbol=None if r["symbol"] is None else str(r["symbol"]),
+            library=None if r["library"] is None else str(r["library"]),
+        )
+        for r in function_rows
+    ]
     catalog = Catalog.of(relations, functions)
     schemas = frozenset(str(r["nspname"]) for r in schema_rows) | catalog.schemas
     return Catalog(catalog.relations, catalog.functions, schemas)

@@ -17,7 +17,7 @@ from gateway.config import ConfigError, UpstreamConfig, load_config, parse_dsn
 from gateway.demo import DEMO_POLICY, install_sigterm_as_interrupt, run_demo
 from gateway.gate import PolicyService, SessionGate
 from gateway.pgcluster import ClusterError
-from gateway.runner import serve
+from gateway.runner import serve, serve_workers
 from gateway.server import read_policy
 from gateway.users import UsersFileError, set_password
 from policy.catalog import Catalog
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", type=Path, required=True, help="YAML configuration file")
     run.add_argument("--port", type=int, help="override listen.port")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--workers", type=int, default=1, help="processes accepting on the port (SO_REUSEPORT); default 1"
+    )
 
     demo = sub.add_parser("demo", help="a private PostgreSQL with synthetic customers, and Sekisho")
     demo.add_argument("--upstream", help="use this PostgreSQL (postgresql:// URL) instead of a private one")
@@ -191,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config)
             if args.port is not None:
                 config = config.with_overrides(port=args.port)
+            if args.workers < 1:
+                raise ConfigError("--workers: expected at least 1")
+            if args.workers > 1:
+                return serve_workers(config, args.workers, args.log_level)
             return serve(config, args.log_level)
         if args.command == "demo":
             if args.upstream is not None:

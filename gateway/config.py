@@ -7,12 +7,25 @@ Example (every key but ``upstream`` and ``users_file`` has a default)::
     users_file: users.txt          # relative paths are relative to this file
     policy: policy.yaml
     tls: {cert: server.crt, key: server.key, require_tls: false}
+    quotas: {store: redis://127.0.0.1:6379/0, chunk: 100}   # default: a SQLite file by the users file
     admin: {host: 127.0.0.1, port: 6480}
     limits: {startup_timeout: 10, max_message_bytes: 67108864, max_clients: 5000,
-             drain_timeout: 30}
+             drain_timeout: 30, catalog_refresh: 60, max_statement_bytes: 1048576,
+             analysis_seconds: 2}
+    masking: {token_key_file: token.key}   # or {token_key_env: NAME}
+    alarms: {feed: 1000, webhook: {url: "https://hooks.example/sekisho", timeout: 5, retries: 5,
+             backoff: 1, queue: 1000}}
 
 The upstream may also be a mapping (host, port, database, user, password or password_env,
 sslmode, sslrootcert, connect_timeout). Its password is service material: users never see it.
+
+The token key is the secret behind ``token`` masks (``policy.masks``): the same key gives the same
+tokens, so every gateway sharing a database must share it, and changing it changes every token.
+Without ``masking``, Sekisho creates a random key next to the users file (``.sekisho-token-key``).
+
+Alarms (``gateway.alarms``) always go to the log and to the admin API's feed (the last ``feed``
+alarms); with ``webhook``, each is also POSTed as JSON to ``url``, retried ``retries`` times with
+exponential backoff from ``backoff`` seconds, at most ``queue`` waiting (the oldest are dropped).
 """
 
 from __future__ import annotations
@@ -21,11 +34,16 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import yaml
 
+from gateway.users import UsersFileError, load_or_create_secret
+from policy.analyze import Budget
+from policy.masks import MIN_TOKEN_KEY_BYTES
+
 _URL_PARAMETERS = {"sslmode", "sslrootcert", "connect_timeout"}
+GENERATED_KEY_NAME = ".sekisho-token-key"  # the token key Sekisho creates, next to the users file
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -65,6 +83,54 @@ class Limits:
     max_clients: int = 5000
     drain_timeout: float = 30.0
     catalog_refresh: float = 60.0  # seconds between catalog snapshots (DDL through Sekisho also refreshes)
+    # Analysis budget: longer strings, or strings that take longer to analyze, are unanalyzable
+    # (refused for restricted roles, passed audited for unrestricted ones).
+    max_statement_bytes: int = 1024 * 1024
+    analysis_seconds: float = 2.0
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_statement_bytes, self.analysis_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class MaskingConfig:
+    """Where the token key comes from: an environment variable, a file, or (neither) a generated
+    file next to the users file. Only the source is configuration; ``load_token_key`` reads it."""
+
+    token_key_env: str | None = None
+    token_key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    """Where quota counters live (None: a SQLite file next to the users file) and how many rows a
+    session reserves from there at a time (at least a statement's cap is reserved anyway)."""
+
+    store: str | None = None
+    chunk: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str  # http:// or https://
+    timeout: float = 5.0  # seconds per attempt
+    retries: int = 5  # attempts after the first
+    backoff: float = 1.0  # seconds before the first retry, doubling up to 60
+    queue: int = 1000  # alarms waiting for delivery; beyond it the oldest are dropped (and counted)
+
+    def describe(self) -> str:
+        """The URL without credentials or query (which may carry a token), for logs."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmsConfig:
+    webhook: WebhookConfig | None = None
+    feed: int = 1000  # alarms the admin API's feed keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +144,9 @@ class Config:
     admin_port: int | None = 6480
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: Limits = field(default_factory=Limits)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -228,12 +297,24 @@ def config_from_mapping(data: Any, base: Path) -> Config:
         max_clients=lim.get("max_clients", int, 5000),
         drain_timeout=lim.get("drain_timeout", float, 30.0),
         catalog_refresh=lim.get("catalog_refresh", float, 60.0),
+        max_statement_bytes=lim.get("max_statement_bytes", int, 1024 * 1024),
+        analysis_seconds=lim.get("analysis_seconds", float, 2.0),
     )
     lim.done()
-    if not (limits.startup_timeout > 0 and limits.drain_timeout >= 0 and limits.catalog_refresh > 0):
+    if not (
+        limits.startup_timeout > 0
+        and limits.drain_timeout >= 0
+        and limits.catalog_refresh > 0
+        and limits.analysis_seconds > 0
+    ):
         raise ConfigError("limits: timeouts must be positive")
     if limits.max_message_bytes < 1024 or limits.max_clients < 1:
         raise ConfigError("limits: max_message_bytes must be at least 1024 and max_clients at least 1")
+    if limits.max_statement_bytes < 1024:
+        raise ConfigError("limits.max_statement_bytes: must be at least 1024")
+    masking = _masking(root.section("masking"), base)
+    quotas = _quotas(root.section("quotas"), base)
+    alarms = _alarms(root.section("alarms"))
     root.done()
     return Config(
         upstream=upstream,
@@ -245,7 +326,107 @@ def config_from_mapping(data: Any, base: Path) -> Config:
         admin_port=admin_port,
         tls=tls,
         limits=limits,
+        masking=masking,
+        quotas=quotas,
+        alarms=alarms,
     )
+
+
+def _quotas(sec: _Section, base: Path) -> QuotaConfig:
+    store = sec.get("store", str, None)
+    chunk = sec.get("chunk", int, 100)
+    sec.done()
+    if chunk < 1:
+        raise ConfigError("quotas.chunk: must be at least 1")
+    if store is not None:
+        if store.startswith("sqlite:///"):
+            path = Path(store.removeprefix("sqlite:///"))
+            store = f"sqlite:///{path if path.is_absolute() else base / path}"
+        elif not store.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"quotas.store: expected redis://host:port/db or sqlite:///path, got {store!r}")
+    return QuotaConfig(store, chunk)
+
+
+def _alarms(sec: _Section) -> AlarmsConfig:
+    feed = sec.get("feed", int, 1000)
+    webhook: WebhookConfig | None = None
+    if sec.raw("webhook") is not None:
+        hook = sec.section("webhook")
+        url = hook.get("url", str, None)
+        if url is None:
+            raise ConfigError("alarms.webhook.url: required (the http:// or https:// URL to POST alarms to)")
+        webhook = WebhookConfig(
+            url=url,
+            timeout=hook.get("timeout", float, 5.0),
+            retries=hook.get("retries", int, 5),
+            backoff=hook.get("backoff", float, 1.0),
+            queue=hook.get("queue", int, 1000),
+        )
+        hook.done()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"alarms.webhook.url: expected an http:// or https:// URL with a host, got {url!r}"
+            )
+        if not webhook.timeout > 0:
+            raise ConfigError("alarms.webhook.timeout: expected a positive number of seconds")
+        if webhook.retries < 0:
+            raise ConfigError("alarms.webhook.retries: expected 0 or more")
+        if not webhook.backoff > 0:
+            raise ConfigError("alarms.webhook.backoff: expected a positive number of seconds")
+        if webhook.queue < 1:
+            raise ConfigError("alarms.webhook.queue: expected at least 1")
+    sec.done()
+    if feed < 1:
+        raise ConfigError("alarms.feed: expected at least 1")
+    return AlarmsConfig(webhook=webhook, feed=feed)
+
+
+def _masking(sec: _Section, base: Path) -> MaskingConfig:
+    env = sec.get("token_key_env", str, None)
+    file = sec.get("token_key_file", str, None)
+    sec.done()
+    if env is not None and file is not None:
+        raise ConfigError("masking: give token_key_env or token_key_file, not both")
+    if env == "":
+        raise ConfigError("masking.token_key_env: expected the name of an environment variable, got ''")
+    if file == "":
+        raise ConfigError("masking.token_key_file: expected a file name, got ''")
+    return MaskingConfig(token_key_env=env, token_key_file=(base / file) if file else None)
+
+
+def load_token_key(config: Config) -> bytes:
+    """The secret key of ``token`` masks, read at start-up (the configuration names only its source).
+
+    From ``masking.token_key_env`` or ``masking.token_key_file`` (text such as ``openssl rand -hex
+    32``; surrounding whitespace, like an editor's final newline, is not part of the key; at least
+    32 bytes), or else a random 32-byte key created on first start in ``.sekisho-token-key`` (mode
+    0600) next to the users file and reused afterwards. Raises ``ConfigError`` naming the key.
+    """
+    masking = config.masking
+    if masking.token_key_env is not None:
+        where = "masking.token_key_env"
+        value = os.environ.get(masking.token_key_env)
+        if value is None:
+            raise ConfigError(f"{where}: environment variable {masking.token_key_env} is not set")
+        key = os.fsencode(value.strip())  # the variable's bytes, even if they are not UTF-8
+    elif masking.token_key_file is not None:
+        where = "masking.token_key_file"
+        try:
+            key = masking.token_key_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read {masking.token_key_file}: {exc.strerror}") from exc
+    else:
+        try:
+            return load_or_create_secret(config.users_file.with_name(GENERATED_KEY_NAME), "token key")
+        except UsersFileError as exc:
+            raise ConfigError(f"masking: {exc}") from exc
+    if len(key) < MIN_TOKEN_KEY_BYTES:
+        raise ConfigError(
+            f"{where}: the token key must be at least {MIN_TOKEN_KEY_BYTES} bytes, got {len(key)} "
+            "(make one with: openssl rand -hex 32)"
+        )
+    return key
 
 
 def _upstream(value: Any) -> UpstreamConfig:

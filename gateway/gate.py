@@ -4,18 +4,22 @@
 and the analysis cache. ``SessionGate`` is one person's view: their merged permissions and a cache
 of decisions. Analysis is cached by PostgreSQL's normalized text (literals replaced by $n), so
 statements that differ only in literals (pgbench -S) are analyzed once; statements whose facts
-depend on a literal (``Analysis.cacheable`` False) are analyzed every time.
+depend on a literal (``Analysis.cacheable`` False) are analyzed every time. Every analysis runs
+under the configured ``Budget`` (size and time), so no statement can stall a process.
 """
 
 from __future__ import annotations
 
+import functools
+import pickle
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from pglast.parser import ParseError, normalize
-
-from policy.analyze import analyze
+from gateway.analysis_pool import shape_of
+from policy.analyze import Budget, analyze
 from policy.catalog import Catalog
-from policy.decision import Decision
+from policy.decision import POLICY_REFUSED, Decision, Deny
+from policy.detect.tightening import Tightening, tighten
 from policy.engine import Named, evaluate
 from policy.facts import Analysis
 from policy.model import Policy
@@ -23,6 +27,37 @@ from policy.permissions import Permissions, permissions_for
 
 _EXACT_CACHE_LIMIT = 20_000
 _SHAPE_CACHE_LIMIT = 20_000
+_CACHE_CHARS_LIMIT = 32 * 1024 * 1024  # statement text held as cache keys, per cache
+
+
+@functools.lru_cache(maxsize=4096)
+def fingerprint(sql: str) -> str:
+    """The statement's shape for events (literals as $n); the text itself when it has none."""
+    return shape_of(sql) or sql
+
+
+class _Cache:
+    """A dict of analyses bounded by entry count and by the characters its keys hold."""
+
+    __slots__ = ("_chars", "_entries", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._entries: dict[str, Analysis] = {}
+        self._limit = limit
+        self._chars = 0
+
+    def get(self, key: str) -> Analysis | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, value: Analysis) -> None:
+        if len(self._entries) >= self._limit or self._chars + len(key) > _CACHE_CHARS_LIMIT:
+            self.clear()  # crude but bounded; a steady workload refills it at once
+        self._entries[key] = value
+        self._chars += len(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._chars = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +69,18 @@ class Verdict:
 class PolicyService:
     """The current policy and catalog, and the analyses made against them."""
 
-    def __init__(self, policy: Policy, catalog: Catalog) -> None:
+    def __init__(self, policy: Policy, catalog: Catalog, budget: Budget | None = None) -> None:
         self.policy = policy
         self.catalog = catalog
+        self.budget = budget or Budget()
         self.version = 0
         self._search_path = self._analysis_path(catalog)
-        self._by_text: dict[str, Analysis] = {}
-        self._by_shape: dict[str, Analysis] = {}
+        self._by_text = _Cache(_EXACT_CACHE_LIMIT)
+        self._by_shape = _Cache(_SHAPE_CACHE_LIMIT)
+        self._snapshot: tuple[int, bytes] | None = None
+        # Tightenings in force after alarms (policy.detect), by person; sessions re-merge on change.
+        self.restrictions: dict[str, Tightening] = {}
+        self.restrictions_version = 0
 
     @staticmethod
     def _analysis_path(catalog: Catalog) -> tuple[str, ...]:
@@ -61,32 +101,54 @@ class PolicyService:
         self._by_shape.clear()
         self.version += 1
 
-    def analyze(self, sql: str) -> tuple[Analysis, str | None]:
-        """The analysis of ``sql`` and its cache key (None when the analysis is not reusable)."""
+    def restrict(self, user: str, tightening: Tightening | None) -> None:
+        """Put a person under a tightening (or lift it); their sessions apply it at once."""
+        if self.restrictions.get(user) == tightening:
+            return
+        if tightening is None:
+            self.restrictions.pop(user, None)
+        else:
+            self.restrictions[user] = tightening
+        self.restrictions_version += 1
+
+    def snapshot(self) -> tuple[int, bytes]:
+        """What an analysis worker needs (catalog, search path, budget), pickled once per version."""
+        if self._snapshot is None or self._snapshot[0] != self.version:
+            blob = pickle.dumps((self.catalog, self._search_path, self.budget))
+            self._snapshot = (self.version, blob)
+        return self._snapshot
+
+    def lookup(self, sql: str) -> tuple[Analysis, str] | None:
+        """A cached analysis of ``sql`` (word for word, or by normalized shape) and its key."""
         cached = self._by_text.get(sql)
         if cached is not None:
             return cached, sql
-        try:
-            shape = normalize(sql)
-        except (ParseError, ValueError):
-            shape = None
-        if shape is not None:
-            cached = self._by_shape.get(shape)
-            if cached is not None:
-                self._remember(self._by_text, sql, cached, _EXACT_CACHE_LIMIT)
-                return cached, shape
-        analysis = analyze(sql, self.catalog, self._search_path)
-        if not analysis.cacheable or shape is None:
-            return analysis, None
-        self._remember(self._by_shape, shape, analysis, _SHAPE_CACHE_LIMIT)
-        self._remember(self._by_text, sql, analysis, _EXACT_CACHE_LIMIT)
-        return analysis, shape
+        shape = shape_of(sql)
+        if shape is None:
+            return None
+        cached = self._by_shape.get(shape)
+        if cached is None:
+            return None
+        self._by_text.put(sql, cached)
+        return cached, shape
 
-    @staticmethod
-    def _remember(cache: dict[str, Analysis], key: str, value: Analysis, limit: int) -> None:
-        if len(cache) >= limit:
-            cache.clear()  # crude but bounded; a steady workload refills it at once
-        cache[key] = value
+    def remember(self, sql: str, shape: str | None, analysis: Analysis, version: int) -> str | None:
+        """Cache an analysis made against ``version``; its cache key, or None if not reusable."""
+        if not analysis.cacheable or shape is None:
+            return None
+        if version == self.version:  # made against a policy or catalog since replaced: not cached
+            self._by_shape.put(shape, analysis)
+            self._by_text.put(sql, analysis)
+        return shape
+
+    def analyze(self, sql: str) -> tuple[Analysis, str | None]:
+        """The analysis of ``sql`` and its cache key (None when the analysis is not reusable)."""
+        found = self.lookup(sql)
+        if found is not None:
+            return found
+        analysis = analyze(sql, self.catalog, self._search_path, self.budget)
+        shape = shape_of(sql) if analysis.cacheable else None
+        return analysis, self.remember(sql, shape, analysis, self.version)
 
 
 class SessionGate:
@@ -96,19 +158,38 @@ class SessionGate:
         self.service = service
         self.user = user
         self._version = service.version
+        self._restrictions = service.restrictions_version
         self._decisions: dict[str, Decision] = {}
-        self.permissions: Permissions = permissions_for(service.policy, user)
+        self._ready: dict[str, tuple[int, Analysis, str | None]] = {}
+        self.tightening: Tightening | None = service.restrictions.get(user)
+        self.permissions: Permissions = tighten(permissions_for(service.policy, user), self.tightening)
+
+    def prepared(self, sql: str, analysis: Analysis, key: str | None, version: int) -> None:
+        """An analysis made elsewhere (a worker process) for the ``decide`` that will follow."""
+        self._ready = {sql: (version, analysis, key)}  # one at a time: the session waits for it
 
     def _refresh(self) -> None:
-        if self._version != self.service.version:
-            self.permissions = permissions_for(self.service.policy, self.user)
+        service = self.service
+        lapsed = self.tightening is not None and datetime.now(UTC) >= self.tightening.until
+        if lapsed:
+            service.restrict(self.user, None)
+        if self._version != service.version or self._restrictions != service.restrictions_version:
+            self.tightening = service.restrictions.get(self.user)
+            self.permissions = tighten(permissions_for(service.policy, self.user), self.tightening)
             self._decisions.clear()
-            self._version = self.service.version
+            self._version = service.version
+            self._restrictions = service.restrictions_version
 
     def decide(self, sql: str, named: Named) -> Verdict:
         """Analyze (cached) and decide (cached unless the string uses prepared names or cursors)."""
         self._refresh()
-        analysis, key = self.service.analyze(sql)
+        ready = self._ready.pop(sql, None)
+        if ready is not None and ready[0] == self.service.version:
+            analysis, key = ready[1], ready[2]
+        else:
+            analysis, key = self.service.analyze(sql)
+        if self.tightening is not None and self.tightening.suspend and analysis.statements:
+            return Verdict(analysis, _suspended(self.user, self.tightening))
         uses_names = any(s.prepared_name is not None for s in analysis.statements)
         if key is not None and not uses_names:
             decision = self._decisions.get(key)
@@ -119,3 +200,13 @@ class SessionGate:
                 self._decisions[key] = decision
             return Verdict(analysis, decision)
         return Verdict(analysis, evaluate(analysis, self.service.policy, self.permissions, named))
+
+
+def _suspended(user: str, tightening: Tightening) -> Deny:
+    return Deny(
+        "suspended",
+        POLICY_REFUSED,
+        f"Sekisho suspended {user} until {tightening.until.strftime('%Y-%m-%d %H:%M UTC')} after alarms "
+        f"({', '.join(tightening.alarms)}); every statement is refused until then",
+        hint="Ask your compliance lead, who can review the alarms.",
+    )

@@ -9,28 +9,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import os
 import socket
 import ssl
+from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from gateway import upstream
+from gateway.alarms import AlarmHub
+from gateway.analysis_pool import AnalysisPool
 from gateway.catalog import CatalogUnavailable, fetch_catalog
-from gateway.config import Config
+from gateway.config import Config, load_token_key
 from gateway.endpoint import Endpoint
 from gateway.gate import PolicyService
+from gateway.quota_store import open_store
+from gateway.result_masks import maskers_for
 from gateway.session import Session, new_backend_key
 from gateway.users import UsersFileError, Verifier, load_or_create_secret, load_users, typical_salt_bytes
 from gateway.wire import messages as m
+from gateway.wire.errors import ProtocolViolation
 from policy.catalog import Catalog
+from policy.detect import Alarm, Detector
+from policy.detect.tightening import tightening_for
 from policy.errors import PolicyInvalid, Problem
+from policy.events import ConnectionEvent, QuotaUsage, StatementEvent
 from policy.loader import check_against_catalog, load_policy
 from policy.model import Policy
 
 log = structlog.get_logger("sekisho.server")
+_DETECTOR_STATE = ".sekisho-detector.json"  # what detection learned, next to the users file
+_RECENT_ALARMS = 1000  # alarms kept for tightening decisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +52,8 @@ class Statistics:
     accepted: int
     authentication_failures: int
     refused_too_many: int
+    statements: int = 0  # statements finished (one per simple-query string or Execute)
+    refused_statements: int = 0
 
 
 class _UsersCache:
@@ -80,16 +95,43 @@ def read_policy(path: Path) -> Policy:
     return load_policy(text, str(path))
 
 
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """This process's place among ``sekisho run --workers N``: its index, and the loopback port
+    each worker takes forwarded CancelRequests on (a cancel may reach any worker; the secret's top
+    byte names the one holding the session)."""
+
+    index: int
+    cancel_ports: tuple[int, ...]
+
+
 class Server:
     """Sekisho's client-facing listener."""
 
-    def __init__(self, config: Config, *, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sock: socket.socket | None = None,
+        worker: Worker | None = None,
+        alarms: AlarmHub | None = None,
+    ) -> None:
         self.config = config
-        self.policy = PolicyService(read_policy(config.policy_file), Catalog.of([]))
+        self.worker = worker
+        self.alarms = alarms
+        self._cancel_listener: asyncio.Server | None = None
+        self.policy = PolicyService(read_policy(config.policy_file), Catalog.of([]), config.limits.budget)
+        self.analysis_pool = AnalysisPool()  # long statements are analyzed there, off the loop
         self.catalog_ready = False
         self._catalog_wanted = asyncio.Event()
         self._catalog_task: asyncio.Task[None] | None = None
         self.mock_secret = load_or_create_secret(config.users_file.with_name(".sekisho-mock-secret"))
+        self.maskers = maskers_for(load_token_key(config))
+        self.quota_store = open_store(config.quotas.store, config.users_file.parent)
+        self.statements_observed = 0
+        self.detector = self._load_detector()
+        self._recent_alarms: deque[Alarm] = deque(maxlen=_RECENT_ALARMS)
+        self.statements_refused = 0
         self.tls_context = self._tls_context()
         self._users = _UsersCache(config.users_file)
         self._sock = sock
@@ -128,6 +170,7 @@ class Server:
             log.error("policy_invalid_keeping_previous", problems=[str(p) for p in exc.problems])
             return False
         self.policy.replace(policy=policy)
+        self.detector.update(policy)
         log.info("policy_reloaded", path=str(self.config.policy_file), version=self.policy.version)
         return True
 
@@ -169,8 +212,11 @@ class Server:
         else:
             self._listener = await loop.create_server(
                 self._new_endpoint, self.config.host, self.config.port, backlog=1024,
-                reuse_address=True,
+                reuse_address=True, reuse_port=self.worker is not None,
             )  # fmt: skip
+        if self.worker is not None:
+            port = self.worker.cancel_ports[self.worker.index]
+            self._cancel_listener = await asyncio.start_server(self._forwarded_cancel, "127.0.0.1", port)
         log.info("listening", host=self.config.host, port=self.port,
                  upstream=self.config.upstream.describe(), tls=self.tls_context is not None)  # fmt: skip
 
@@ -204,6 +250,8 @@ class Server:
     def register(self, session: Session, upstream_key: m.BackendKeyData | None) -> m.BackendKeyData:
         preferred = upstream_key.pid if upstream_key is not None else None
         key = new_backend_key(self._sessions, preferred)
+        if self.worker is not None:  # the secret's top byte names this worker, for forwarded cancels
+            key = m.BackendKeyData(key.pid, (self.worker.index << 24) | (key.secret & 0xFFFFFF))
         self._sessions[key.pid] = (session, upstream_key)
         return key
 
@@ -211,6 +259,27 @@ class Server:
         entry = self._sessions.get(session.key.pid)
         if entry is not None and entry[0] is session:
             del self._sessions[session.key.pid]
+
+    async def _forward_cancel(self, port: int, pid: int, secret: int) -> None:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+            writer.write(m.CancelRequest(pid, secret).encode())
+            await writer.drain()
+            writer.close()
+        except (OSError, TimeoutError) as exc:
+            log.warning("cancel_forward_failed", port=port, error=str(exc))
+
+    async def _forwarded_cancel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A CancelRequest another worker received for one of this worker's sessions."""
+        try:
+            packet = await asyncio.wait_for(reader.readexactly(16), 5)
+            request = m.decode_startup(packet)
+            if isinstance(request, m.CancelRequest):
+                await self.cancel(request.pid, request.secret, forwarded=True)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolViolation) as exc:
+            log.warning("cancel_forward_bad", error=str(exc))
+        finally:
+            writer.close()
 
     def stats_auth_failed(self) -> None:
         self._auth_failed += 1
@@ -228,8 +297,15 @@ class Server:
         except upstream.UpstreamError as exc:
             log.warning("cancel_failed", error=str(exc))
 
-    async def cancel(self, pid: int, secret: int) -> None:
-        """Forward a client's CancelRequest to the upstream backend of the session it names."""
+    async def cancel(self, pid: int, secret: int, *, forwarded: bool = False) -> None:
+        """Forward a client's CancelRequest to the upstream backend of the session it names (first
+        to the worker holding that session, when another worker received it)."""
+        worker = self.worker
+        if worker is not None and not forwarded and (secret >> 24) != worker.index:
+            owner = secret >> 24
+            if owner < len(worker.cancel_ports):
+                await self._forward_cancel(worker.cancel_ports[owner], pid, secret)
+            return
         entry = self._sessions.get(pid)
         if entry is None:
             log.info("cancel_unknown_key", pid=pid)
@@ -252,7 +328,70 @@ class Server:
             accepted=self._accepted,
             authentication_failures=self._auth_failed,
             refused_too_many=self._too_many,
+            statements=self.statements_observed,
+            refused_statements=self.statements_refused,
         )
+
+    # ------------------------------------------------------------------ observation
+
+    def count_statement(self) -> None:
+        """A finished statement that needs no examining (an ordinary read of unprotected data)."""
+        self.statements_observed += 1
+
+    def observe_statement(self, event: StatementEvent) -> None:
+        """Every other finished statement of every session, for detection (and the audit trail)."""
+        self.statements_observed += 1
+        if not event.allowed:
+            self.statements_refused += 1
+        self._raise(self.detector.observe_statement(event))
+
+    def observe_connection(self, event: ConnectionEvent) -> None:
+        self._raise(self.detector.observe_connection(event))
+
+    def observe_quota(self, usage: QuotaUsage) -> None:
+        self._raise(self.detector.observe_quota(usage))
+
+    def _raise(self, alarms: list[Alarm]) -> None:
+        """Alarms go to the hub (log, feed, webhook); the policy's on_alarm may tighten the person."""
+        if not alarms:
+            return
+        for alarm in alarms:
+            self._recent_alarms.append(alarm)
+            if self.alarms is not None:
+                self.alarms.raise_(alarm)
+            else:
+                log.warning("alarm", **alarm.to_dict())
+        now = datetime.now(UTC)
+        for user in {a.user for a in alarms}:
+            tightening = tightening_for(user, self._recent_alarms, self.policy.policy.alarms, now)
+            if tightening is not None:
+                log.warning("person_tightened", user=user, max_rows=tightening.max_rows,
+                            suspended=tightening.suspend, until=tightening.until.isoformat(),
+                            alarms=list(tightening.alarms))  # fmt: skip
+            self.policy.restrict(user, tightening)
+
+    def _load_detector(self) -> Detector:
+        """The detector, with what it learned before a restart (baselines, usual hours...)."""
+        path = self.config.users_file.with_name(_DETECTOR_STATE)
+        policy = self.policy.policy
+        try:
+            return Detector.from_dict(json.loads(path.read_text()), policy)
+        except FileNotFoundError:
+            return Detector(policy)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("detector_state_unreadable", path=str(path), error=str(exc))
+            return Detector(policy)
+
+    def save_detector(self) -> None:
+        path = self.config.users_file.with_name(_DETECTOR_STATE)
+        if self.worker is not None:
+            path = path.with_name(f"{path.name}.{self.worker.index}")
+        temporary = path.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps(self.detector.to_dict()))
+            temporary.replace(path)
+        except OSError as exc:
+            log.error("detector_state_not_saved", path=str(path), error=str(exc))
 
     # ------------------------------------------------------------------ shutdown
 
@@ -284,6 +423,12 @@ class Server:
                 await self._catalog_task
         if self._listener is not None:
             await self._listener.wait_closed()
+        if self._cancel_listener is not None:
+            self._cancel_listener.close()
+            await self._cancel_listener.wait_closed()
+        await self.analysis_pool.close()
+        await self.quota_store.close()
+        self.save_detector()
 
 
 class _AcceptedEndpoint(Endpoint):

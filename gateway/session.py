@@ -21,24 +21,32 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
+import time
 from collections.abc import Container
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway import startup_settings, upstream
+from gateway import console, startup_settings, upstream
 from gateway.auth import MECHANISM, AuthFailed, ScramServerExchange
 from gateway.endpoint import ConnectionClosed, Endpoint
-from gateway.gate import SessionGate
-from gateway.relay import Relay
+from gateway.gate import SessionGate, fingerprint
+from gateway.quota_gate import QuotaGate
+from gateway.relay import Outcome, Relay
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
+from gateway.wire.framing import Frame
 from policy.access import connection_refusal
-from policy.decision import UNANALYZABLE, Decision, Deny
+from policy.decision import UNANALYZABLE, Allow, Decision, Deny
 from policy.engine import Named
+from policy.events import ConnectionEvent, StatementEvent
 from policy.facts import Analysis
+from policy.masking import ResultMask
+from policy.quota import elevation_hint as quota_hint
+from policy.quota import limits_of
 
 if TYPE_CHECKING:
     from gateway.server import Server
@@ -54,9 +62,19 @@ _RELAYED: dict[bytes, bool] = {
 }  # fmt: skip
 _TRUTHY_REPLICATION = {"true", "on", "yes", "1", "database"}
 _HELD_LIMIT = 1000  # client messages waiting behind a driven statement before reading pauses
+_OFF_LOOP_BYTES = 8 * 1024  # statements longer than this (and not cached) go to a worker process
+_WORKER_GRACE = 10.0  # seconds a worker may take beyond the analysis budget (parse, queueing)
 _DDL_TAGS = (b"CREATE", b"ALTER", b"DROP", b"COMMENT", b"GRANT", b"REVOKE", b"SECURITY")
 
 
+_EVENT_SQL_LIMIT = 10_000  # characters of statement text kept in an event
+# Catalog reads matter to detection (a dump enumerates the catalog before reading table by table).
+_CATALOG_HINT = re.compile(r"pg_|information_schema", re.IGNORECASE)
+_CONSOLE_PARAMETERS = (
+    ("server_version", "15.0 (Sekisho console)"), ("server_encoding", "UTF8"), ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO, MDY"), ("integer_datetimes", "on"), ("standard_conforming_strings", "on"),
+    ("application_name", ""), ("TimeZone", "UTC"),
+)  # fmt: skip
 _LEXER_CHANGED = (
     "Sekisho ended the session: client_encoding or standard_conforming_strings changed to a value "
     "it does not analyze"
@@ -114,6 +132,11 @@ class Session:
         self.startup_params: list[tuple[str, str]] = []
         self.relay: Relay | None = None
         self._client_paused = False
+        self._analyzing: asyncio.Task[None] | None = None  # a long statement analyzed off the loop
+        self.quota: QuotaGate | None = None
+        self.session_id = secrets.token_hex(8)
+        self._quota_task: asyncio.Task[None] | None = None  # a top-up or byte record in flight
+        self._bytes_flushed = 0.0
         self._upstream_said_fatal = False
         self._ending = False
 
@@ -134,8 +157,13 @@ class Session:
                 log.info("startup_timeout", peer=self.peer, user=self.user)
                 self._fatal("08P01", "timeout waiting for the startup and authentication to finish")
                 return
+            if (dict(startup.params).get("database") or self.user) == console.DATABASE:
+                self._admit()
+                await self._console()
+                return
             self._check_database(startup)
             self._admit()
+            self._connection_event(accepted=True)
             try:
                 self.link = await upstream.connect(self.server.config.upstream, params)
             except upstream.UpstreamError as exc:
@@ -151,6 +179,7 @@ class Session:
             log.info(
                 "session_refused", peer=self.peer, user=self.user, sqlstate=exc.sqlstate, reason=exc.message
             )
+            self._connection_event(accepted=False, reason=exc.message)
             self._fatal(exc.sqlstate, exc.message, exc.detail, exc.hint)
         except ProtocolViolation as exc:
             log.info("protocol_violation", peer=self.peer, user=self.user, error=str(exc))
@@ -266,6 +295,30 @@ class Session:
             raise ProtocolViolation(f"expected SASL response, got message type {frame.type!r}")
         return frame.body
 
+    def _connection_event(self, *, accepted: bool, reason: str | None = None) -> None:
+        if self.user is not None:
+            at = datetime.now(UTC)
+            event = ConnectionEvent(at, self.user, self.peer_address, self.application_name, accepted, reason)
+            self.server.observe_connection(event)
+
+    async def _console(self) -> None:
+        """The ``sekisho`` console database: Sekisho answers, no upstream is involved."""
+        assert self.user is not None
+        out = [m.Authentication(m.AUTH_OK).encode()]
+        out += [m.ParameterStatus(k, v).encode() for k, v in _CONSOLE_PARAMETERS]
+        out += [m.BackendKeyData(0, 0).encode(), m.ReadyForQuery("I").encode()]
+        self.client.write(b"".join(out))
+        log.info("console_started", peer=self.peer, user=self.user)
+        while True:
+            frame = await self.client.read_frame()
+            if frame.type == b"X":
+                return
+            if frame.type != b"Q":
+                raise ProtocolViolation("the Sekisho console answers simple queries only (SHOW QUOTA;)")
+            sql = m.Query.decode(frame.body).sql
+            policy = self.server.policy.policy
+            self.client.write(b"".join(await console.answer(sql, self.user, policy, self.server.quota_store)))
+
     def _check_database(self, startup: m.StartupMessage) -> None:
         params = dict(startup.params)
         database = params.get("database") or params["user"]
@@ -320,7 +373,18 @@ class Session:
 
     async def _relay(self, link: upstream.UpstreamLink) -> None:
         assert self.gate is not None
-        self.relay = Relay(self._decide, self.gate.permissions.restricted)
+        permissions = self.gate.permissions
+        restricted = permissions.restricted
+        self.relay = Relay(self._decide, restricted, maskers=self.server.maskers if restricted else None)
+        limits = limits_of(permissions.quotas)
+        if limits:
+            hint = quota_hint(self.gate.service.policy)
+            chunk = self.server.config.quotas.chunk
+            self.quota = QuotaGate(
+                permissions.user, limits, self.server.quota_store, chunk, hint,
+                on_usage=self.server.observe_quota,
+            )  # fmt: skip
+            self.relay.quota = self.quota
         client, up = self.client, link.endpoint
         client.peer, up.peer = up, client
         client.on_lost = self._client_lost
@@ -338,6 +402,10 @@ class Session:
             self._upstream_lost(None)
         await client.lost
         await up.lost
+        if self._quota_task is not None:
+            await asyncio.gather(self._quota_task, return_exceptions=True)
+        if self.quota is not None:
+            await self.quota.close()
         log.info("session_ended", peer=self.peer, user=self.user)
 
     def _from_client(self, data: bytes) -> None:
@@ -346,6 +414,8 @@ class Session:
         assert relay is not None
         if data:
             reader.feed(data)
+        if self._analyzing is not None:
+            return  # frames wait in the reader until the statement ahead of them is analyzed
         try:
             while (frame := reader.read()) is not None:
                 kind = frame.type
@@ -358,6 +428,8 @@ class Session:
                     raise ProtocolViolation(f"invalid frontend message type {kind!r}")
                 if check:
                     m.FRONTEND[kind](frame.body)
+                if kind in b"QP" and len(frame.body) > _OFF_LOOP_BYTES and self._analyze_off_loop(frame):
+                    break
                 relay.client_frame(frame)
         except ProtocolViolation as exc:
             log.info("protocol_violation", peer=self.peer, user=self.user, error=str(exc))
@@ -368,6 +440,43 @@ class Session:
         if len(relay.held) > _HELD_LIMIT and self.client.transport is not None:
             self.client.transport.pause_reading()
             self._client_paused = True
+
+    def _analyze_off_loop(self, frame: Frame) -> bool:
+        """Start analyzing a long statement not seen before in a worker process; True if started.
+
+        Reading from this client stops until it is done; then the frame goes to the relay as
+        usual and finds its analysis ready. Every other session is served meanwhile.
+        """
+        assert self.gate is not None
+        sql = m.Query.decode(frame.body).sql if frame.type == b"Q" else m.Parse.decode(frame.body).sql
+        if self.gate.service.lookup(sql) is not None:
+            return False
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+        self._analyzing = asyncio.get_running_loop().create_task(self._analyzed(frame, sql))
+        return True
+
+    async def _analyzed(self, frame: Frame, sql: str) -> None:
+        assert self.gate is not None
+        assert self.relay is not None
+        service = self.gate.service
+        version, snapshot = service.snapshot()
+        timeout = service.budget.seconds + _WORKER_GRACE
+        analysis, shape = await self.server.analysis_pool.analyze(version, snapshot, sql, timeout)
+        key = service.remember(sql, shape, analysis, version)
+        self.gate.prepared(sql, analysis, key, version)
+        self._analyzing = None
+        if self.client.closed or self._ending:
+            return
+        try:
+            self.relay.client_frame(frame)
+        except ProtocolViolation as exc:
+            log.info("protocol_violation", peer=self.peer, user=self.user, error=str(exc))
+            self._fatal("08P01", str(exc))
+            return
+        if not self._client_paused and self.client.transport is not None:
+            self.client.transport.resume_reading()
+        self._from_client(b"")
 
     def _from_upstream(self, data: bytes) -> None:
         assert self.link is not None
@@ -399,12 +508,69 @@ class Session:
             self._fatal("08006", "the database sent an invalid message; the session was closed")
             return
         self._flush()
-        if self._client_paused and not relay.held and self.client.transport is not None:
+        if (
+            self._client_paused
+            and not relay.held
+            and self._analyzing is None
+            and self.client.transport is not None
+        ):
             self._client_paused = False
             self.client.transport.resume_reading()
         if relay.held and not relay.barrier:
             relay.release_held()
             self._flush()
+        if relay.finished:
+            self._report(relay.finished)
+            relay.finished.clear()
+
+    def _report(self, outcomes: list[Outcome]) -> None:
+        """Turn what the relay finished into statement events for the server's observers."""
+        assert self.user is not None
+        for outcome in outcomes:
+            decision = outcome.decision
+            analysis = outcome.analysis
+            first = analysis.statements[0] if analysis is not None and analysis.statements else None
+            if (
+                isinstance(decision, Allow)
+                and not decision.protected
+                and not outcome.cut
+                and first is not None
+                and first.command == "select"
+                and not _CATALOG_HINT.search(outcome.sql)
+            ):
+                # An ordinary read of unprotected data: counted, not examined (no detection rule
+                # looks at it, and building the event would cost more than relaying it).
+                self.server.count_statement()
+                continue
+            allowed = isinstance(decision, Allow)
+            tables: tuple[str, ...] = ()
+            masks: tuple[ResultMask | None, ...] = ()
+            if isinstance(decision, Allow):
+                tables = tuple(sorted(".".join(t) for t in decision.protected))
+                masks = (decision.mask, *decision.masks)
+            pii = tuple(sorted({c.source for plan in masks if plan is not None for c in plan.columns}))
+            event = StatementEvent(
+                at=datetime.fromtimestamp(outcome.started, UTC),
+                user=self.user,
+                session=self.session_id,
+                address=self.peer_address,
+                application_name=self.application_name,
+                sql=outcome.sql[:_EVENT_SQL_LIMIT],
+                fingerprint=fingerprint(outcome.sql),
+                command=first.command if first is not None else "unknown",
+                tables=tables,
+                pii_columns=pii,
+                allowed=allowed,
+                rule=None if isinstance(decision, Allow) else decision.rule,
+                sqlstate=outcome.sqlstate,
+                rows=outcome.rows,
+                protected_rows=outcome.rows if tables else 0,
+                bytes=outcome.size,
+                cut=outcome.cut,
+                duration=max(time.time() - outcome.started, 0.0),
+                cursor=first.prepared_name if first is not None and first.command == "fetch" else None,
+            )
+            self.server.observe_statement(event)
 
     def _flush(self) -> None:
         """Send what the relay produced, one write per direction."""
@@ -417,8 +583,31 @@ class Session:
             out.clear()
         if relay.to_client:
             out = relay.to_client
-            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.client.write(data)
             out.clear()
+            if self.quota is not None:
+                self.quota.sent_bytes(len(data))
+        if self.quota is not None and self._quota_task is None:
+            now = time.monotonic()
+            if relay.quota_wait or now - self._bytes_flushed > 1.0:
+                self._bytes_flushed = now
+                self._quota_task = asyncio.get_running_loop().create_task(self._quota_work())
+
+    async def _quota_work(self) -> None:
+        """Top the quota up for a waiting statement and record the bytes sent; then go on."""
+        quota, relay = self.quota, self.relay
+        assert quota is not None
+        assert relay is not None
+        try:
+            if relay.quota_wait:
+                await quota.top_up()
+            await quota.flush_bytes()
+        finally:
+            self._quota_task = None
+        if relay.quota_wait and not (self.client.closed or self._ending):
+            relay.quota_ready()  # the held statement is claimed again: granted, cut or refused
+            self._flush()
 
     def _decide(self, sql: str, named: Named) -> tuple[Analysis, Decision]:
         """The policy's decision; any fault inside analysis refuses the statement (fail closed)."""
@@ -434,10 +623,15 @@ class Session:
         if isinstance(decision, Deny):
             log.info("statement_refused", user=self.user, rule=decision.rule,
                      sqlstate=decision.sqlstate, statement=sql[:500])  # fmt: skip
-        elif decision.audited:
-            # Allowed only because this person is unrestricted (break glass): always on the record.
-            log.warning("statement_break_glass", user=self.user, rules=sorted(set(decision.audited)),
-                        statement=sql[:500])  # fmt: skip
+        else:
+            if decision.audited:
+                # Allowed only because this person is unrestricted (break glass): always on the record.
+                log.warning("statement_break_glass", user=self.user, rules=sorted(set(decision.audited)),
+                            statement=sql[:500])  # fmt: skip
+            if decision.counted:
+                # Masked PII in a channel the policy counts (pii_use: count): quotas and alarms read these.
+                log.info("statement_pii_counted", user=self.user, uses=[str(u) for u in decision.counted],
+                         statement=sql[:500])  # fmt: skip
         return verdict.analysis, verdict.decision
 
     def _client_terminated(self) -> None:

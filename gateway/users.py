@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import re
 import secrets
@@ -86,25 +87,49 @@ def typical_salt_bytes(users: dict[str, Verifier]) -> int:
     return lengths.most_common(1)[0][0] if lengths else SALT_BYTES
 
 
-def load_or_create_secret(path: Path) -> bytes:
-    """A random secret kept in a 0600 file, stable across restarts (for mock verifiers: a salt
-    that changed on every restart for unknown users only would tell them apart from real ones)."""
-    try:
-        data = path.read_bytes()
-        if len(data) >= 32:
-            return data[:32]
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise UsersFileError(f"{path}: cannot read the mock-verifier secret: {exc.strerror}") from exc
+def load_or_create_secret(path: Path, what: str = "mock-verifier secret") -> bytes:
+    """A random 32-byte secret kept in a 0600 file, stable across restarts; ``what`` names it in errors.
+
+    For mock verifiers (a salt that changed on every restart for unknown users only would tell them
+    apart from real ones) and the token key (tokens that changed would no longer join). The file
+    appears whole or not at all (written aside, then linked into place), so processes that start
+    together agree on one secret instead of each keeping the one it wrote.
+    """
+    secret = _read_secret(path, what)
+    if secret is not None:
+        return secret
     secret = secrets.token_bytes(32)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(secret)
+        fd, aside = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(secret)
+            try:
+                os.link(aside, path)  # refuses to replace a file another process created meanwhile
+            except FileExistsError:
+                theirs = _read_secret(path, what)
+                if theirs is not None:
+                    return theirs
+                os.replace(aside, path)  # a truncated file: nobody can be using it
+            except OSError:  # a file system without hard links: no agreement, but a secret
+                os.replace(aside, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(aside)
     except OSError as exc:
-        raise UsersFileError(f"{path}: cannot write the mock-verifier secret: {exc.strerror}") from exc
+        raise UsersFileError(f"{path}: cannot write the {what}: {exc.strerror}") from exc
     return secret
+
+
+def _read_secret(path: Path, what: str) -> bytes | None:
+    """The secret in ``path``, or None when there is none yet (missing, or shorter than 32 bytes)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsersFileError(f"{path}: cannot read the {what}: {exc.strerror}") from exc
+    return data[:32] if len(data) >= 32 else None
 
 
 def valid_name(name: str) -> bool:

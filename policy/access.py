@@ -23,7 +23,7 @@ def connection_refusal(policy: Policy, user: str, address: str, now: datetime) -
     for scope, access in scopes:
         if access.networks and not _address_in(address, access):
             return f'Sekisho policy does not allow user "{user}" to connect from {address} ({scope})'
-        if access.hours and not _within_hours(now, access):
+        if access.hours and not within_hours(now, access):
             return f'Sekisho policy does not allow user "{user}" to connect at this time ({scope})'
     return None
 
@@ -38,7 +38,8 @@ def _address_in(address: str, access: Access) -> bool:
     return any(ip.version == net.version and ip in net for net in access.networks)
 
 
-def _within_hours(now: datetime, access: Access) -> bool:
+def within_hours(now: datetime, access: Access) -> bool:
+    """Whether ``now`` (aware) falls in one of ``access``'s time windows (detection reads it too)."""
     for window in access.hours:
         local = now.astimezone(ZoneInfo(window.timezone))
         if local.isoweekday() not in window.days:

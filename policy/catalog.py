@@ -31,9 +31,18 @@ class Relation:
 
 @dataclass(frozen=True, slots=True)
 class Function:
+    """One pg_proc row: what a function name runs, not only what it is called.
+
+    A name can be given to anything (``ALTER FUNCTION ... RENAME``, ``CREATE FUNCTION`` in any
+    schema), so analysis also looks at the language, the C entry point and the OID.
+    """
+
     schema: str
     name: str
     language: str  # 'internal', 'c', 'sql', 'plpgsql', ...
+    oid: int = 0  # pg_proc.oid; 0 when unknown (catalogs built by hand)
+    symbol: str | None = None  # pg_proc.prosrc for 'internal' and 'c': the C function it calls
+    library: str | None = None  # pg_proc.probin for 'c': the shared library holding the symbol
 
 
 @dataclass(frozen=True)

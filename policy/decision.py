@@ -11,15 +11,32 @@ SQLSTATEs Sekisho uses for its own refusals (documented in README.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from policy.catalog import QualifiedName
+
+if TYPE_CHECKING:
+    from policy.masking import ResultMask
 
 POLICY_REFUSED = "42501"
 SYNTAX_ERROR = "42601"
 ROW_CAP_REACHED = "SK001"
 QUOTA_EXHAUSTED = "SK002"
 UNANALYZABLE = "SK003"
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceUse:
+    """A masked PII column used where it steers the result (policy.model.PII_CHANNELS), in a
+    channel the person's roles set to ``count``: allowed, and counted by quotas and alarms."""
+
+    column: tuple[str, str, str]  # (schema, table, column)
+    channel: str  # a key of policy.model.PII_CHANNELS
+    equality: bool = False  # an exact-value lookup or a join on equal values
+
+    def __str__(self) -> str:
+        return f"{'.'.join(self.column)} in {self.channel}" + (" (exact)" if self.equality else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +48,23 @@ class Allow:
     on_cap: str = "truncate"  # or "error"
     protected: frozenset[QualifiedName] = frozenset()  # protected tables the statement reads or writes
     audited: tuple[str, ...] = ()  # rule classes an unrestricted role used: allowed, but noted in audit
+    # Masking. For one statement: ``mask``, the masks of its rows (for PREPARE and DECLARE, of the
+    # rows the name will return). For a string: ``masks``, one entry per statement.
+    mask: ResultMask | None = None
+    masks: tuple[ResultMask | None, ...] = ()
+    redact: bool = False  # it reads masked PII: error and notice texts are redacted
+    counted: tuple[InferenceUse, ...] = ()  # masked PII used in channels the policy counts
 
     def with_cap(self, cap: int | None, rule: str | None) -> Allow:
         """The stricter of this allowance's cap and another (the smallest cap wins)."""
         if cap is None or (self.row_cap is not None and self.row_cap <= cap):
             return self
-        return Allow(cap, rule, self.on_cap, self.protected, self.audited)
+        return replace(self, row_cap=cap, cap_rule=rule)
+
+    def statement(self, index: int) -> Allow:
+        """This string's allowance as it applies to its ``index``-th statement's rows."""
+        mask = self.masks[index] if index < len(self.masks) else None
+        return replace(self, mask=mask, masks=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from policy.decision import POLICY_REFUSED, SYNTAX_ERROR, UNANALYZABLE, Allow, Decision, Deny
+from policy.decision import (
+    POLICY_REFUSED,
+    SYNTAX_ERROR,
+    UNANALYZABLE,
+    Allow,
+    Decision,
+    Deny,
+    InferenceUse,
+)
 from policy.facts import Access, Analysis, StatementFacts, TableUse
+from policy.masking import NO_MASKING, Masking, ResultMask
+from policy.masking import plan as masking_plan
 from policy.model import RULE_CLASSES, Policy
 from policy.permissions import Permissions
-from policy.rules import RULES, RuleContext, Violation
+from policy.rules import RULES, RuleContext, Violation, pii_inference
 from policy.rules.base import show
 
 CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
@@ -39,7 +49,10 @@ def evaluate(
     allowance = Allow(on_cap=permissions.on_row_cap)
     protected: set[tuple[str, str]] = set()
     audited: list[str] = []
+    counted: dict[InferenceUse, None] = {}
     named = named or Named()
+    masks: list[ResultMask | None] = []
+    redact = False
     for stmt in analysis.statements:
         decision = decide_statement(stmt, ctx, named)
         if isinstance(decision, Deny):
@@ -48,8 +61,18 @@ def evaluate(
         allowance = allowance.with_cap(decision.row_cap, decision.cap_rule)
         protected |= decision.protected
         audited += decision.audited
+        masks.append(decision.mask)
+        redact = redact or decision.redact
+        counted.update(dict.fromkeys(decision.counted))
     return Allow(
-        allowance.row_cap, allowance.cap_rule, allowance.on_cap, frozenset(protected), tuple(audited)
+        allowance.row_cap,
+        allowance.cap_rule,
+        allowance.on_cap,
+        frozenset(protected),
+        tuple(audited),
+        counted=tuple(counted),
+        masks=tuple(masks) if any(masks) else (),
+        redact=redact,
     )
 
 
@@ -87,6 +110,7 @@ class Named:
 def decide_statement(stmt: StatementFacts, ctx: RuleContext, named: Named) -> Decision:
     """The decision for one statement (the gateway also records it for PREPARE and DECLARE)."""
     permissions = ctx.permissions
+    copied_mask: ResultMask | None = None  # CREATE TABLE AS EXECUTE of a statement with masked rows
     if stmt.command == "create_table_as" and stmt.prepared_name is not None:
         # CREATE TABLE ... AS EXECUTE name: the new table holds the rows of a statement prepared
         # earlier, so it is created from whatever protected tables that statement read.
@@ -95,6 +119,7 @@ def decide_statement(stmt: StatementFacts, ctx: RuleContext, named: Named) -> De
             if permissions.restricted:
                 return _unknown_name(stmt)
         else:
+            copied_mask = source.mask if permissions.restricted else None
             reads = (TableUse(relation, Access.READ) for relation in sorted(source.protected))
             stmt = replace(stmt, tables=(*stmt.tables, *reads))
     audited: list[str] = []
@@ -105,14 +130,50 @@ def decide_statement(stmt: StatementFacts, ctx: RuleContext, named: Named) -> De
         if violation.regardless or permissions.refuses(violation.rule):
             return _refusal(violation, ctx)
         audited.append(violation.rule)
+    if copied_mask is not None:
+        return _masked_copy(stmt, copied_mask, permissions)
     inherited = named.source_of(stmt)
     if stmt.command in NAMED_ROW_SOURCES and inherited is None and permissions.restricted:
         return _unknown_name(stmt)
     cap, cap_rule = _row_cap(stmt, ctx, inherited)
     protected = frozenset(t.relation for t in stmt.tables if ctx.policy.is_protected(t.relation))
+    counted = pii_inference.counted(stmt, ctx)
+    masking = NO_MASKING
+    if permissions.restricted:
+        planned = masking_plan(stmt, ctx.policy, permissions)
+        if isinstance(planned, Deny):
+            if stmt.command not in NAMED_ROW_SOURCES or inherited is None:
+                return planned
+        else:
+            masking = planned
     if inherited is not None:
         protected |= inherited.protected
-    return Allow(cap, cap_rule, permissions.on_row_cap, protected, tuple(audited))
+        counted += inherited.counted  # EXECUTE runs what PREPARE counted
+        # EXECUTE and FETCH return the rows their name was created for, masked as decided then.
+        masking = Masking(inherited.mask, inherited.redact or masking.redact)
+    return Allow(
+        cap,
+        cap_rule,
+        permissions.on_row_cap,
+        protected,
+        tuple(audited),
+        counted=tuple(counted),
+        mask=masking.result,
+        redact=masking.redact,
+    )
+
+
+def _masked_copy(stmt: StatementFacts, mask: ResultMask, permissions: Permissions) -> Deny:
+    """CREATE TABLE ... AS EXECUTE of a statement whose rows carry masked PII: the table would
+    hold them in clear (the masks apply to results only)."""
+    return Deny(
+        "pii_escape",
+        POLICY_REFUSED,
+        f'Sekisho refuses to copy the rows of "{stmt.prepared_name}" into a table for '
+        f"{permissions.user}: they carry PII that is masked for you ({mask.describe()}), and masks "
+        "apply only to results (rule pii_escape)",
+        hint="EXECUTE the statement to see its rows masked.",
+    )
 
 
 def _unknown_name(stmt: StatementFacts) -> Deny:
@@ -159,12 +220,13 @@ def _refusal(violation: Violation, ctx: RuleContext) -> Deny:
             f"(rule unanalyzable): {violation.what}",
             hint="Rewrite it as plain SQL over named tables, or ask a compliance lead for an elevation.",
         )
+    hint = _elevation_hint(rule, ctx.policy)
     return Deny(
         rule,
         POLICY_REFUSED,
         f"Sekisho policy refuses {violation.what} for {user} (rule {rule})",
         detail=f"Rule {rule}: {RULE_CLASSES.get(rule, rule)}.",
-        hint=_elevation_hint(rule, ctx.policy),
+        hint=f"{violation.advice} {hint}" if violation.advice else hint,
     )
 
 

@@ -4,7 +4,9 @@
 
     PolicyError                  policy_error      root: catch this to catch everything below
     ├── PolicyInvalid            policy_invalid    a policy document has problems (``.problems``)
-    └── AnalysisError            analysis_error    reserved for the statement analyzer
+    ├── AnalysisError            analysis_error    reserved for the statement analyzer
+    │   └── BudgetExhausted      analysis_budget   analysis ran out of its time budget
+    └── MaskError                mask_invalid      a mask cannot be built (unknown kind, short token key)
 
 Refusing a statement is a decision, not an error: the engine returns ``Deny`` values. These
 exceptions are for faults: a policy that cannot be used, an analyzer that cannot go on.
@@ -58,3 +60,18 @@ class AnalysisError(PolicyError):
     """The analyzer could not establish what a statement does (reserved for policy.analyze)."""
 
     code = "analysis_error"
+
+
+class BudgetExhausted(AnalysisError):
+    """Analysis ran past its deadline; the statements not yet established are refused (fail closed)."""
+
+    code = "analysis_budget"
+
+
+class MaskError(PolicyError):
+    """A mask cannot be built: an unknown kind, or a token key too short to keep tokens secret.
+
+    Raised when a masker is made, never while cells are masked: masking itself never fails.
+    """
+
+    code = "mask_invalid"

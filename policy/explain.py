@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 
 from policy.decision import Allow, Decision
-from policy.facts import Analysis, StatementFacts
-from policy.model import RULE_CLASSES, Policy
+from policy.facts import Analysis, Equality, StatementFacts
+from policy.model import PII_CHANNELS, RULE_CLASSES, Policy
 from policy.permissions import Permissions
+
+# How a plain column is compared (the exact lookups pii_inference lets through where it is told to).
+_EQUALITY = {Equality.NONE: "", Equality.VALUE: " (exact value)", Equality.COLUMN: " (equal column)"}
 
 
 def _name(relation: tuple[str, str]) -> str:
@@ -39,7 +42,7 @@ def _statement(index: int, stmt: StatementFacts, policy: Policy) -> list[str]:
         lines.append("  tables:     -")
     by_clause: dict[str, list[str]] = defaultdict(list)
     for col in stmt.columns:
-        shown = f"{_name(col.relation)}.{col.column}"
+        shown = f"{_name(col.relation)}.{col.column}{_EQUALITY[col.equality]}"
         if shown not in by_clause[col.clause.value]:
             by_clause[col.clause.value].append(shown)
     if by_clause:
@@ -65,6 +68,9 @@ def _statement(index: int, stmt: StatementFacts, policy: Policy) -> list[str]:
     if stmt.copy is not None:
         source = _name(stmt.copy.relation) if stmt.copy.relation else "a query"
         lines.append(f"  copy:       {stmt.copy.direction} {stmt.copy.target.value}, of {source}")
+    if stmt.fetch is not None:
+        count = "all" if stmt.fetch.count is None else stmt.fetch.count
+        lines.append(f"  {stmt.command + ':':<11} {stmt.fetch.direction.value} {count}")
     flags = [
         name
         for name, on in (
@@ -100,6 +106,14 @@ def render(analysis: Analysis, decision: Decision, policy: Policy, permissions: 
     roles = ", ".join(permissions.roles) or "no role"
     kind = "restricted" if permissions.restricted else "unrestricted"
     lines.append(f"Decision for {permissions.user} (roles: {roles}; {kind}):")
+    if permissions.pii_use:
+        settings = ", ".join(
+            f"{channel} {permissions.pii_use[channel]}"
+            for channel in PII_CHANNELS
+            if channel in permissions.pii_use
+        )
+        others = "" if len(permissions.pii_use) == len(PII_CHANNELS) else "; other channels allow"
+        lines.append(f"  masked PII: {settings} (pii_use{others})")
     if isinstance(decision, Allow):
         cap = (
             f", at most {decision.row_cap} rows ({decision.cap_rule})" if decision.row_cap is not None else ""
@@ -109,6 +123,8 @@ def render(analysis: Analysis, decision: Decision, policy: Policy, permissions: 
             lines.append(
                 f"  audited as: {', '.join(sorted(set(decision.audited)))} (allowed for this person)"
             )
+        if decision.counted:
+            lines.append(f"  counted:    {', '.join(map(str, decision.counted))} (pii_use: count)")
         if decision.protected:
             lines.append(
                 f"  protected tables touched: {', '.join(_name(r) for r in sorted(decision.protected))}"

@@ -36,9 +36,30 @@ class Clause(StrEnum):
     ORDER = "order"
     DISTINCT = "distinct"
     WINDOW = "window"
+    # What decides how many rows return: LIMIT, OFFSET, FETCH FIRST, TABLESAMPLE, and the arguments
+    # of set-returning functions whose row count follows a value (generate_series(1, length(x))).
+    LIMIT = "limit"
     RETURNING = "returning"
     SET = "set"  # UPDATE ... SET col, INSERT column lists
-    OTHER = "other"  # function arguments in FROM, LIMIT expressions, ...
+    OTHER = "other"  # function arguments in FROM, window frame offsets, ON CONFLICT targets, ...
+
+
+class Equality(StrEnum):
+    """How a plain column reference is compared where it is used (the inference-channel rule,
+    ``pii_inference``, allows exact-value lookups where it refuses patterns, ranges and functions).
+
+    A plain reference is a column itself, through aliases, parentheses, CTEs and subqueries that
+    pass it on unchanged: never under a cast, a function or an operator, which could truncate or
+    reshape it (``phone::varchar(3) = '090'`` is a prefix test).
+    """
+
+    NONE = "none"  # anything else: an operand of LIKE, <, BETWEEN, a function, a cast; or no comparison
+    # Tested for exact values that read no column: = <> IN NOT IN = ANY <> ALL, IS [NOT] DISTINCT
+    # FROM, IS [NOT] NULL against constants, parameters and expressions over them.
+    VALUE = "value"
+    # Tested for exact equality with another column or a subquery's rows: a join condition
+    # (ON a.x = b.y, USING, NATURAL, or WHERE a.x = b.y).
+    COLUMN = "column"
 
 
 class FunctionClass(StrEnum):
@@ -71,6 +92,7 @@ class ColumnUse:
     relation: QualifiedName
     column: str
     clause: Clause
+    equality: Equality = Equality.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +111,27 @@ class CopyFacts:
     target: CopyTarget
     relation: QualifiedName | None  # COPY table; None for COPY (query)
     columns: tuple[str, ...] = ()
+    # WITH options by lower-case name, as written (format, delimiter, null, header, quote, escape...)
+    options: tuple[tuple[str, str | None], ...] = ()
+
+
+class FetchDirection(StrEnum):
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    ABSOLUTE = "absolute"  # one row at most, wherever the position
+    RELATIVE = "relative"  # one row at most, wherever the position
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFacts:
+    """How far a FETCH or MOVE goes, as PostgreSQL will run it.
+
+    PostgreSQL reverses a FORWARD or BACKWARD fetch with a negative count (``FETCH -3`` is
+    ``FETCH BACKWARD 3``); that is folded into ``direction`` here, so that ``count`` is the number of
+    rows asked for (None: ALL). ABSOLUTE and RELATIVE keep their signed position in ``count``."""
+
+    direction: FetchDirection
+    count: int | None
 
 
 @dataclass(frozen=True)
@@ -102,12 +145,22 @@ class StatementFacts:
     functions: tuple[str, ...] = ()  # resolved 'schema.name'
     function_classes: frozenset[FunctionClass] = frozenset()
     copy: CopyFacts | None = None
+    fetch: FetchFacts | None = None  # FETCH and MOVE: direction and count
+    # SQL EXECUTE whose arguments are all plain literals: their text (None for NULL), so the
+    # gateway can run it as a protocol Bind of the same statement with a row limit.
+    execute_params: tuple[str | None, ...] | None = None
     executes: bool = True  # False for plain EXPLAIN and PREPARE: the inner statement does not run
     # Rows can reach the client: SELECT, FETCH, EXECUTE, RETURNING, COPY TO STDOUT, SHOW, ...
     returns_rows: bool = False
     # Creates a relation, view, function, rule, ... (CTAS, SELECT INTO, CREATE VIEW).
     creates_object: bool = False
     writes_from_query: bool = False  # INSERT ... SELECT / CREATE TABLE AS: rows are copied, not returned
+    # Columns whose values outlive the statement outside its result, where no mask applies: kept in
+    # session state (set_config, setval, setseed, advisory locks) or written into a table by an
+    # UPDATE ... SET, MERGE or ON CONFLICT expression (INSERT ... SELECT and CREATE TABLE AS copy
+    # their query's output columns, recorded in ``columns`` with Clause.OUTPUT).
+    kept: frozenset[tuple[str, str, str]] = frozenset()
+    written: frozenset[tuple[str, str, str]] = frozenset()
     role_switch: bool = False  # SET ROLE, SET SESSION AUTHORIZATION, RESET ROLE, set_config('role', ...)
     do_block: bool = False
     settings: tuple[tuple[str, str | None], ...] = ()  # SET name = value (None: RESET / DEFAULT)

@@ -10,6 +10,7 @@ The format is written for a compliance team reviewing a pull request::
           name: full                      # masks: full, partial, email, phone, card, token, null
           address: {mask: partial, keep_first: 3}   # partial keeps keep_first and/or keep_last
           email: email
+          card_number: card
       public.orders: {}                   # protected, without PII columns
     roles:
       maintenance:
@@ -20,6 +21,8 @@ The format is written for a compliance team reviewing a pull request::
         allow: [protected_writes]         # rule classes this role may do anyway
         writable: [public.orders]         # with protected_writes: only these (omitted: every one)
         clear: [public.customers.email]   # PII columns this role sees unmasked
+        hidden: [public.customers.address]   # PII columns this role may not read or use at all
+        pii_use: {where: equality, join: equality, order_by: refuse}   # masked PII in predicates, ...
         from: [10.0.0.0/8]                # client addresses (CIDR); omitted means any
         hours: ["Mon-Fri 07:00-22:00 Asia/Tokyo"]   # omitted means any time; 22:00-06:00 spans midnight
       compliance_lead: {max_rows: 100}
@@ -33,6 +36,27 @@ The format is written for a compliance team reviewing a pull request::
         grants: {allow: [copy_protected], max_rows: 10000}   # and/or roles: [...]
         max_duration: 2h                  # 30m, 2h, 1d12h, ...; at most 30 days; default 1h
         approvers: [compliance_lead]      # roles whose members may approve
+    alarms:                               # optional: detection thresholds (every key has a default)
+      timezone: Asia/Tokyo                # days and hours are counted here (default UTC)
+      dedup: 1h                           # the same alarm is not raised again within this
+      learning_days: 14                   # active days before learned habits alarm
+      memory_days: 30                     # baselines mostly reflect about this many recent days
+      quota: {levels: {80: medium, 100: high}}          # percent of a quota window: severity
+      volume: {factor: 3, deviations: 4, min_rows: 1000, severity: high}
+      hours: {outside_allowed: high, unusual: low, min_share: 0.05}   # unusual: false for none
+      new_address: {severity: medium, prefix_v4: 24, prefix_v6: 64}
+      first_access: {severity: low}
+      probing: {refusals: 5, within: 10m, severity: high}
+      paging: {pages: 20, rows: 2000, max_gap: 1h, severity: high}
+      dump: {applications: [pg_dump, pg_dumpall], tables: 2, severity: high}
+      coverage: {window: 90d, min_rows: 1000, levels: {10: medium, 25: high, 50: critical}}
+      on_alarm:                           # what alarms of a severity or higher do to the person
+        - {severity: high, tighten: {max_rows: 10, for: 24h}}
+        - {severity: critical, action: suspend, for: 7d}
+        - {severity: high, rules: [dump_tool, dump_pattern], action: suspend}   # for: 24h by default
+
+A rule's section may be ``false`` to switch the rule off. Severities are low, medium, high,
+critical; ``policy.model.ALARM_RULES`` names the rules.
 
 Names of tables and columns are read as PostgreSQL reads them in SQL: unquoted names are folded to
 lower case, and a part in double quotes is kept exactly (``'"Sales"."Q1"'``).
@@ -46,13 +70,17 @@ do unbounded work. It reads no files: the caller passes the text and a name for 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
+import itertools
+import math
 import re
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
+from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -61,14 +89,25 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from policy.catalog import SEQUENCE, Catalog, QualifiedName
 from policy.errors import PolicyInvalid, Problem
 from policy.model import (
+    ALARM_RULES,
+    DEFAULT_ON_ALARM_DURATION,
+    DEFAULT_PII_USE,
+    EQUALITY_CHANNELS,
     MASK_KINDS,
     ON_CAP,
+    PII_CHANNELS,
+    PII_USES,
     RULE_CLASSES,
+    SEVERITIES,
     Access,
+    AlarmSettings,
     Elevation,
+    Levels,
     Mask,
+    OnAlarm,
     Policy,
     ProtectedTable,
+    Quota,
     Role,
     TimeWindow,
     User,
@@ -76,9 +115,10 @@ from policy.model import (
 
 SUPPORTED_VERSION = 1
 MAX_ELEVATION = timedelta(days=30)
+MAX_QUOTA_WINDOW = timedelta(days=366)
 DEFAULT_ELEVATION = timedelta(hours=1)
 
-_TOP_KEYS = ("version", "protected_tables", "roles", "users", "default_role", "elevations")
+_TOP_KEYS = ("version", "protected_tables", "roles", "users", "default_role", "elevations", "alarms")
 _TABLE_KEYS = ("max_rows", "pii")
 _MASK_KEYS = ("mask", "keep_first", "keep_last")
 _ROLE_KEYS = (
@@ -89,16 +129,57 @@ _ROLE_KEYS = (
     "allow",
     "writable",
     "clear",
+    "hidden",
+    "quotas",
+    "pii_use",
     "from",
     "hours",
 )
 _USER_KEYS = ("roles", "from", "hours")
 _ELEVATION_KEYS = ("grants", "max_duration", "approvers")
 _GRANT_KEYS = ("roles", "allow", "max_rows")
+MAX_ALARM_DURATION = timedelta(days=3660)  # ten years: durations beyond it are typos
+_ALARM_KEYS = (
+    "timezone",
+    "dedup",
+    "learning_days",
+    "memory_days",
+    "quota",
+    "volume",
+    "hours",
+    "new_address",
+    "first_access",
+    "probing",
+    "paging",
+    "dump",
+    "coverage",
+    "on_alarm",
+)
+# Each rule's section: its keys, read by _Builder.alarm_rule into the AlarmSettings field of that name.
+_ALARM_RULE_KEYS: dict[str, tuple[str, ...]] = {
+    "quota": ("levels",),
+    "volume": ("factor", "deviations", "min_rows", "severity"),
+    "hours": ("outside_allowed", "unusual", "min_share"),
+    "new_address": ("severity", "prefix_v4", "prefix_v6"),
+    "first_access": ("severity",),
+    "probing": ("refusals", "within", "severity"),
+    "paging": ("pages", "rows", "max_gap", "severity"),
+    "dump": ("applications", "tables", "severity"),
+    "coverage": ("window", "min_rows", "levels"),
+}
+_ON_ALARM_KEYS = ("severity", "rules", "tighten", "action", "for")
+_TIGHTEN_KEYS = ("max_rows", "for")
+_ON_ALARM_ACTIONS = ("suspend",)
 
 _DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAY_NUMBERS = {spelling: n for n, day in enumerate(_DAY_NAMES, 1) for spelling in (day, day[:3])}
 _WINDOW = re.compile(r"(?P<days>\S+)\s+(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s+(?P<zone>\S+)")
+_SIZE = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>|b|kb|mb|gb|tb|kib|mib|gib|tib)", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+_QUOTA_KEYS = ("window", "rows", "bytes", "table")
 _DURATION = re.compile(r"(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?")
 # One part of a dotted name: "quoted" (kept exactly, "" for a quote) or unquoted (folded).
 _NAME_PART = re.compile(r'"(?P<quoted>(?:[^"]|"")+)"|(?P<plain>[^\W\d][\w$]*)')
@@ -463,6 +544,7 @@ class _Builder:
             if default_role is not None:
                 self.role_ref(default_node, ("default_role",), default_role)
         elevations = self.elevations(top.get("elevations"))
+        alarms = self.alarms(top.get("alarms"))
         return Policy(
             roles=roles,
             users=users,
@@ -470,6 +552,7 @@ class _Builder:
             elevations=elevations,
             default_role=default_role,
             source=self.source,
+            alarms=alarms,
         )
 
     # ------------------------------------------------------------------ protected tables
@@ -579,7 +662,10 @@ class _Builder:
                 on_row_cap=on_row_cap,
                 writable=self.writable(name, spec.get("writable"), (*role_path, "writable"), allow),
                 clear=self.clear(spec.get("clear"), (*role_path, "clear")),
+                hidden=self.clear(spec.get("hidden"), (*role_path, "hidden")),
+                quotas=self.quotas(spec.get("quotas"), (*role_path, "quotas")),
                 access=self.access(spec, role_path),
+                pii_use=self.pii_use(spec.get("pii_use"), (*role_path, "pii_use"), restricted),
             )
         return out
 
@@ -642,6 +728,58 @@ class _Builder:
             else:
                 out.add((schema, table, column))
         return frozenset(out)
+
+    def pii_use(self, node: Node | None, path: KeyPath, restricted: bool) -> dict[str, str]:
+        """``pii_use: {channel: allow | count | equality | refuse, ...}`` (channels not named keep
+        the default of a restricted role), or one value for every channel: ``pii_use: count``."""
+        out = dict(DEFAULT_PII_USE)
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
+            return out
+        if not restricted:
+            self.problem(node, path, "has no effect on an unrestricted role (it is refused nothing)")
+            return out
+        if isinstance(node, ScalarNode):
+            use = self.pii_use_value(node, path, None)
+            if use is not None:
+                out = dict.fromkeys(PII_CHANNELS, use)
+            return out
+        if not isinstance(node, MappingNode):
+            self.problem(
+                node,
+                path,
+                "expected a mapping of channels such as {where: equality, order_by: refuse}, "
+                f"or one of {', '.join(u for u in PII_USES if u != 'equality')}; found {_describe(node)}",
+            )
+            return out
+        for channel, key_node, value_node in self.entries(node, path):
+            channel_path = (*path, channel)
+            if channel not in PII_CHANNELS:
+                self.problem(
+                    key_node, channel_path, f"unknown channel {channel!r} {_allowed(channel, PII_CHANNELS)}"
+                )
+                continue
+            use = self.pii_use_value(value_node, channel_path, channel)
+            if use is not None:
+                out[channel] = use
+        return out
+
+    def pii_use_value(self, node: Node, path: KeyPath, channel: str | None) -> str | None:
+        use = self.text(node, path, f"one of {', '.join(PII_USES)}")
+        if use is None:
+            return None
+        if use not in PII_USES:
+            self.problem(node, path, f"unknown value {use!r} {_allowed(use, PII_USES)}")
+            return None
+        if use == "equality" and channel not in EQUALITY_CHANNELS:
+            where = "for every channel" if channel is None else f"to {channel}"
+            self.problem(
+                node,
+                path,
+                f"equality applies to where and join only, not {where}; give the channels one by one, "
+                "such as {where: equality, join: equality, order_by: refuse}",
+            )
+            return None
+        return use
 
     def access(self, spec: Mapping[str, Node], path: KeyPath) -> Access:
         networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
@@ -800,7 +938,70 @@ class _Builder:
             )
         return out
 
-    def duration(self, node: Node, path: KeyPath) -> timedelta | None:
+    def quotas(self, node: Node | None, path: KeyPath) -> tuple[Quota, ...]:
+        """``quotas: [{window: 1h, rows: 1000}, {window: 30d, rows: 20000, table: public.customers},
+        {window: 1d, bytes: 50MB}]``."""
+        if node is None:
+            return ()
+        if not isinstance(node, SequenceNode):
+            self.problem(node, path, f"expected a list of quotas, found {_describe(node)}")
+            return ()
+        out: list[Quota] = []
+        for index, item in enumerate(node.value):
+            item_path = (*path, index)
+            spec = self.fields(item, item_path, _QUOTA_KEYS)
+            if "window" not in spec:
+                self.problem(item, item_path, "a quota needs a window (such as 1h, 1d or 30d)")
+                continue
+            window = self.duration(
+                spec["window"],
+                (*item_path, "window"),
+                limit=MAX_QUOTA_WINDOW,
+                why="quotas look back a year at most",
+            )
+            rows = self.positive(spec.get("rows"), (*item_path, "rows"))
+            size = self.size(spec.get("bytes"), (*item_path, "bytes"))
+            table = None
+            if "table" in spec:
+                name = self.text(spec["table"], (*item_path, "table"), "a protected table name")
+                table = None if name is None else self.table_name(name, spec["table"], (*item_path, "table"))
+                if table is not None and table not in self._pii:
+                    self.problem(
+                        spec["table"], (*item_path, "table"), f"{_show(table)} is not a protected table"
+                    )
+                    table = None
+                if table is not None and "rows" not in spec:
+                    self.problem(item, item_path, "a quota for one table counts rows: give rows")
+            if "rows" not in spec and "bytes" not in spec:
+                self.problem(item, item_path, "a quota limits rows, bytes or both: give at least one")
+                continue
+            if window is not None and (rows is not None or size is not None):
+                out.append(Quota(window, rows, size, table))
+        return tuple(out)
+
+    def size(self, node: Node | None, path: KeyPath) -> int | None:
+        """A byte count: an integer, or a number with a unit (50MB, 1.5GiB, 800kB)."""
+        if node is None:
+            return None
+        text = node.value.strip() if isinstance(node, ScalarNode) and node.tag in (_STR, _INT, _FLOAT) else ""
+        match = _SIZE.fullmatch(text.replace(" ", "")) if text else None
+        if match is None:
+            self.problem(node, path, f"expected a size such as 50MB, 1GiB or 800000, found {_describe(node)}")
+            return None
+        amount = int(float(match["n"]) * _SIZE_UNITS[match["unit"].lower()])
+        if amount <= 0:
+            self.problem(node, path, "must be more than zero bytes")
+            return None
+        return amount
+
+    def duration(
+        self,
+        node: Node,
+        path: KeyPath,
+        *,
+        limit: timedelta = MAX_ELEVATION,
+        why: str = "elevations are meant to be temporary",
+    ) -> timedelta | None:
         text = (
             node.value.strip().replace(" ", "") if isinstance(node, ScalarNode) and node.tag == _STR else ""
         )
@@ -817,9 +1018,239 @@ class _Builder:
         if amount <= timedelta(0):
             self.problem(node, path, "must be longer than zero")
             return None
-        if amount > MAX_ELEVATION:
-            self.problem(
-                node, path, f"{text} is longer than the 30-day limit; elevations are meant to be temporary"
-            )
+        if amount > limit:
+            self.problem(node, path, f"{text} is longer than the {limit.days}-day limit; {why}")
             return None
         return amount
+
+    # ------------------------------------------------------------------ alarms
+
+    def alarms(self, node: Node | None) -> AlarmSettings:
+        """The ``alarms:`` section over the defaults of ``AlarmSettings``."""
+        path: KeyPath = ("alarms",)
+        spec = self.fields(node, path, _ALARM_KEYS)
+        changes: dict[str, Any] = {}
+        if "timezone" in spec:
+            zone_node = spec["timezone"]
+            zone = self.text(zone_node, (*path, "timezone"), "a time zone such as Asia/Tokyo or UTC")
+            if zone is not None and self.zone(zone, zone_node, (*path, "timezone")):
+                changes["timezone"] = zone
+        if "dedup" in spec:
+            changes["dedup"] = self.alarm_duration(spec["dedup"], (*path, "dedup"))
+        for key in ("learning_days", "memory_days"):
+            changes[key] = self.positive(spec.get(key), (*path, key))
+        defaults = AlarmSettings()
+        for name, keys in _ALARM_RULE_KEYS.items():
+            changes[name] = self.alarm_rule(spec.get(name), (*path, name), keys, getattr(defaults, name))
+        if "on_alarm" in spec:
+            changes["on_alarm"] = self.on_alarm(spec["on_alarm"], (*path, "on_alarm"))
+        return dataclasses.replace(defaults, **{k: v for k, v in changes.items() if v is not None})
+
+    def alarm_rule(self, node: Node | None, path: KeyPath, keys: tuple[str, ...], default: Any) -> Any:
+        """One rule's section over its defaults; ``false`` switches the rule off."""
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
+            return None
+        if isinstance(node, ScalarNode) and node.tag == _BOOL:
+            return dataclasses.replace(default, enabled=bool(self._constructor.construct_object(node)))
+        if not isinstance(node, MappingNode):
+            self.problem(
+                node,
+                path,
+                f"expected a mapping of {', '.join(keys)}, or false to switch the rule off; "
+                f"found {_describe(node)}",
+            )
+            return None
+        spec = self.fields(node, path, keys)
+        changes: dict[str, Any] = {}
+        for key, value in spec.items():
+            key_path = (*path, key)
+            if key in ("severity", "outside_allowed"):
+                changes[key] = self.severity(value, key_path)
+            elif key == "unusual":
+                if isinstance(value, ScalarNode) and value.tag == _BOOL:
+                    if self._constructor.construct_object(value):
+                        self.problem(
+                            value, key_path, f"expected a severity ({', '.join(SEVERITIES)}) or false"
+                        )
+                    else:
+                        changes[key] = ""  # off; turned into None below
+                else:
+                    changes[key] = self.severity(value, key_path)
+            elif key == "levels":
+                changes[key] = self.levels(value, key_path, most=100.0 if path[-1] == "coverage" else None)
+            elif key in ("within", "max_gap", "window"):
+                changes[key] = self.alarm_duration(value, key_path)
+            elif key in ("factor", "deviations"):
+                changes[key] = self.number(value, key_path, least=1.0 if key == "factor" else 0.0)
+            elif key == "min_share":
+                changes[key] = self.number(value, key_path, least=0.0, most=1.0)
+            elif key in ("prefix_v4", "prefix_v6"):
+                changes[key] = self.prefix(value, key_path, 32 if key == "prefix_v4" else 128)
+            elif key == "applications":
+                names = [text.strip() for text, _, _ in self.items(value, key_path, "application names")]
+                if isinstance(value, SequenceNode) and not value.value:
+                    self.problem(value, key_path, "list at least one name, or switch the rule off with false")
+                changes[key] = tuple(names) if names else None
+            else:  # min_rows, refusals, pages, rows, tables
+                changes[key] = self.positive(value, key_path)
+        out = {k: v for k, v in changes.items() if v is not None}
+        if out.get("unusual") == "":
+            out["unusual"] = None
+        return dataclasses.replace(default, **out)
+
+    def on_alarm(self, node: Node, path: KeyPath) -> tuple[OnAlarm, ...] | None:
+        if isinstance(node, ScalarNode) and node.tag == _NULL:
+            return ()
+        if not isinstance(node, SequenceNode):
+            self.problem(
+                node,
+                path,
+                "expected a list of entries such as [{severity: high, tighten: {max_rows: 10, for: 24h}}], "
+                f"found {_describe(node)}",
+            )
+            return None
+        out: list[OnAlarm] = []
+        for index, item in enumerate(node.value):
+            entry = self.on_alarm_entry(item, (*path, index))
+            if entry is not None:
+                out.append(entry)
+        return tuple(out)
+
+    def on_alarm_entry(self, node: Node, path: KeyPath) -> OnAlarm | None:
+        if not isinstance(node, MappingNode):
+            self.problem(
+                node, path, f"expected a mapping with severity and tighten or action, found {_describe(node)}"
+            )
+            return None
+        problems_before = len(self._found)
+        spec = self.fields(node, path, _ON_ALARM_KEYS)
+        severity_node = self.required(spec, "severity", node, path, "the least severity this applies to")
+        severity = self.severity(severity_node, (*path, "severity")) if severity_node is not None else None
+        rules: set[str] = set()
+        for name, item, item_path in self.items(spec.get("rules"), (*path, "rules"), "alarm rules"):
+            if name in ALARM_RULES:
+                rules.add(name)
+            else:
+                self.problem(item, item_path, f"unknown alarm rule {name!r} {_allowed(name, ALARM_RULES)}")
+        max_rows: int | None = None
+        suspend = False
+        duration_node = spec.get("for")
+        duration_path: KeyPath = (*path, "for")
+        tighten_node, action_node = spec.get("tighten"), spec.get("action")
+        if (tighten_node is None) == (action_node is None):
+            self.problem(
+                node,
+                path,
+                "give either tighten: {max_rows: N, for: 24h} or action: suspend"
+                + (", not both" if tighten_node is not None else ""),
+            )
+        if tighten_node is not None:
+            tighten_path = (*path, "tighten")
+            tighten = self.fields(tighten_node, tighten_path, _TIGHTEN_KEYS)
+            rows_node = self.required(
+                tighten, "max_rows", tighten_node, tighten_path, "the row cap per statement"
+            )
+            max_rows = (
+                self.positive(rows_node, (*tighten_path, "max_rows")) if rows_node is not None else None
+            )
+            if "for" in tighten:
+                if duration_node is not None:
+                    self.problem(tighten["for"], (*tighten_path, "for"), "for is given twice; keep one")
+                duration_node, duration_path = tighten["for"], (*tighten_path, "for")
+        if action_node is not None:
+            action = self.text(action_node, (*path, "action"), f"one of {', '.join(_ON_ALARM_ACTIONS)}")
+            if action is not None and action not in _ON_ALARM_ACTIONS:
+                self.problem(
+                    action_node,
+                    (*path, "action"),
+                    f"unknown action {action!r} {_allowed(action, _ON_ALARM_ACTIONS)}",
+                )
+            suspend = action == "suspend"
+        duration = DEFAULT_ON_ALARM_DURATION
+        if duration_node is not None:
+            duration = self.alarm_duration(duration_node, duration_path) or duration
+        if len(self._found) > problems_before or severity is None:
+            return None
+        return OnAlarm(
+            severity=severity, rules=frozenset(rules), max_rows=max_rows, suspend=suspend, duration=duration
+        )
+
+    def alarm_duration(self, node: Node, path: KeyPath) -> timedelta | None:
+        return self.duration(
+            node, path, limit=MAX_ALARM_DURATION, why="give the time in days (such as 365d) if you mean it"
+        )
+
+    def severity(self, node: Node, path: KeyPath) -> str | None:
+        value = self.text(node, path, f"a severity ({', '.join(SEVERITIES)})")
+        if value is not None and value not in SEVERITIES:
+            self.problem(node, path, f"unknown severity {value!r} {_allowed(value, SEVERITIES)}")
+            return None
+        return value
+
+    def number(
+        self, node: Node, path: KeyPath, *, least: float | None = None, most: float | None = None
+    ) -> float | None:
+        value: object = None
+        if isinstance(node, ScalarNode) and node.tag in (_INT, _FLOAT):
+            value = self._constructor.construct_object(node)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            self.problem(node, path, f"expected a number, found {_describe(node)}")
+            return None
+        if (least is not None and value < least) or (most is not None and value > most):
+            bounds = (
+                f"between {least:g} and {most:g}"
+                if least is not None and most is not None
+                else f"at least {least:g}"
+                if least is not None
+                else f"at most {most:g}"
+            )
+            self.problem(node, path, f"must be {bounds}, found {value:g}")
+            return None
+        return float(value)
+
+    def prefix(self, node: Node, path: KeyPath, bits: int) -> int | None:
+        value = self.integer(node, path)
+        if value is not None and not 0 <= value <= bits:
+            self.problem(node, path, f"must be a prefix length from 0 to {bits}, found {value}")
+            return None
+        return value
+
+    def levels(self, node: Node, path: KeyPath, *, most: float | None) -> Levels | None:
+        """``{percent: severity, ...}``, in ascending order, severities not decreasing."""
+        if not isinstance(node, MappingNode) or not node.value:
+            self.problem(
+                node,
+                path,
+                "expected percentages and severities such as {80: medium, 100: high}, "
+                f"found {_describe(node)}",
+            )
+            return None
+        problems_before = len(self._found)
+        out: list[tuple[float, str]] = []
+        for name, key_node, value_node in self.entries(node, path):
+            level_path = (*path, name)
+            percent = self.number(key_node, level_path, least=0.0, most=most)
+            if percent is not None and percent <= 0:
+                self.problem(key_node, level_path, "must be more than 0")
+                percent = None
+            severity = self.severity(value_node, level_path)
+            if percent is not None and severity is not None:
+                out.append((percent, severity))
+        out.sort()
+        for (low, low_severity), (high, high_severity) in itertools.pairwise(out):
+            if SEVERITIES.index(high_severity) < SEVERITIES.index(low_severity):
+                self.problem(
+                    node,
+                    path,
+                    f"{high:g}% is {high_severity} but the lower level {low:g}% is {low_severity}; "
+                    "a higher level must not be less severe",
+                )
+        return tuple(out) if len(self._found) == problems_before else None
+
+    def zone(self, zone: str, node: Node, path: KeyPath) -> bool:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            self.problem(node, path, f"unknown time zone {zone!r} (use a name such as Asia/Tokyo or UTC)")
+            return False
+        return True

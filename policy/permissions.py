@@ -1,4 +1,5 @@
-"""What a person may do, merged from all their roles: deny wins, the smallest row cap wins.
+"""What a person may do, merged from all their roles: deny wins, the smallest row cap wins, the
+strictest use of PII in each inference channel wins.
 
 Computed once per session (and again when an elevation starts or ends), so evaluating a statement
 never walks the roles again.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy.catalog import QualifiedName
-from policy.model import RULE_CLASSES, Policy, Role
+from policy.model import DEFAULT_PII_USE, PII_USES, RULE_CLASSES, Policy, Quota, Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,11 @@ class Permissions:
     on_row_cap: str
     writable: frozenset[QualifiedName] | None  # None: any protected table (when writes are allowed)
     clear: frozenset[tuple[str, str, str]]
+    # Inference channels whose PII use is not simply allowed: channel -> count, equality or refuse.
+    # Empty for unrestricted people, and for roles that allow every channel: nothing to check.
+    pii_use: dict[str, str]
+    hidden: frozenset[tuple[str, str, str]] = frozenset()  # any role hiding a column hides it
+    quotas: tuple[Quota, ...] = ()  # every role's quotas: all of them apply
 
     def refuses(self, rule_class: str) -> bool:
         return rule_class not in self.allowed
@@ -55,6 +61,13 @@ def permissions_for(policy: Policy, user: str, extra_roles: tuple[Role, ...] = (
             writable = role.writable if writable is None else writable & role.writable
     clear_sets = [r.clear for r in roles]
     clear = frozenset.intersection(*clear_sets) if clear_sets else frozenset()
+    hidden = frozenset().union(*(r.hidden for r in restricted_roles))
+    pii_use: dict[str, str] = {}
+    for role in restricted_roles:
+        for channel, use in role.pii_use.items():
+            pii_use[channel] = max(pii_use.get(channel, "allow"), use, key=PII_USES.index)
+    if restricted and not restricted_roles:  # no role at all: the defaults of a restricted role
+        pii_use = dict(DEFAULT_PII_USE)
     return Permissions(
         user=user,
         roles=tuple(r.name for r in roles),
@@ -64,5 +77,8 @@ def permissions_for(policy: Policy, user: str, extra_roles: tuple[Role, ...] = (
         table_max_rows=table_caps,
         on_row_cap="error" if any(r.on_row_cap == "error" for r in roles) else "truncate",
         writable=writable,
-        clear=clear,
+        clear=clear - hidden,
+        hidden=hidden,
+        quotas=tuple(dict.fromkeys(q for r in roles for q in r.quotas)),
+        pii_use={channel: use for channel, use in pii_use.items() if use != "allow"},
     )

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import WORK, Gateway, Upstream, start_gateway, start_upstream
+from gateway.pgcluster import free_port
+from tests.support import WORK, Gateway, Upstream, start_gateway, start_redis, start_upstream
 
 _counter = itertools.count()
 
@@ -71,3 +72,15 @@ def _assert_no_crash(gw: Gateway) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     WORK.mkdir(exist_ok=True)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A private Redis on a free loopback port for one test."""
+    port = free_port()
+    process = start_redis(port, tmp_path)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".test-work"
 TEST_DATABASE = "sekisho_test"
 TEST_ROWS = 2000
-PEOPLE = ("maint", "lead", "auditor", "alice", "contractor", "strict", "clerk")
+PEOPLE = ("maint", "lead", "auditor", "alice", "contractor", "strict", "clerk", "drip")
 
 # The suite's default policy. The relay tests' people (maint, lead, auditor, alice) are
 # unrestricted, so the protocol is exercised unshaped; the policy tests use the restricted people:
@@ -53,10 +53,21 @@ protected_tables:
     pii: {}
 roles:
   relay: {restricted: false}
-  maintenance: {restricted: true, max_rows: 100, on_row_cap: truncate}
+  maintenance:
+    restricted: true
+    max_rows: 100
+    on_row_cap: truncate
+    pii_use: {where: equality, join: equality, group_by: refuse, order_by: refuse, distinct: refuse,
+              having: refuse, window: refuse}
   strict: {restricted: true, max_rows: 10, on_row_cap: error}
   clerk: {restricted: true, max_rows: 100, allow: [protected_writes], writable: [public.orders]}
   approvers: {restricted: true, max_rows: 100}
+  metered:  # maintenance with volume quotas (tests/e2e/test_quotas.py)
+    restricted: true
+    max_rows: 100
+    quotas:
+      - {window: 1h, rows: 250}
+      - {window: 1d, bytes: 2MB}
 users:
   maint: {roles: [relay]}
   lead: {roles: [relay]}
@@ -65,6 +76,7 @@ users:
   contractor: {roles: [maintenance]}
   strict: {roles: [strict]}
   clerk: {roles: [clerk]}
+  drip: {roles: [metered]}
   newcomer: {roles: [relay]}  # gets a password in test_cli
 elevations:
   bulk_export:
@@ -330,3 +342,20 @@ def raw_client(port: int, timeout: float = 10.0) -> Iterator[RawClient]:
         yield client
     finally:
         client.close()
+
+
+def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """A private Redis on a loopback port, keeping nothing on disk; waits until it answers."""
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ping = ["redis-cli", "-p", str(port), "ping"]
+        if subprocess.run(ping, capture_output=True, text=True, check=False).stdout.strip() == "PONG":
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not start")

@@ -1,4 +1,4 @@
-"""The admin HTTP API (aiohttp): health and live statistics for operators.
+"""The admin HTTP API (aiohttp): health, live statistics and the alarm feed for operators.
 
 Later issues add the console, quota views, elevation approval and audit search here.
 """
@@ -11,24 +11,30 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.alarms import AlarmHub
     from gateway.server import Server
+
+MAX_FEED_PAGE = 1000  # alarms per GET /alarms response
 
 
 class AdminAPI:
-    """Serves /health and /stats on the admin address."""
+    """Serves /health, /stats, /alarms and /alarms/stats on the admin address."""
 
-    def __init__(self, server: Server, host: str, port: int) -> None:
+    def __init__(self, server: Server, host: str, port: int, alarms: AlarmHub | None = None) -> None:
         self._server = server
+        self._alarms = alarms
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._stats)
-        self._app = app
+        app.router.add_get("/alarms", self._alarm_feed)
+        app.router.add_get("/alarms/stats", self._alarm_stats)
+        self.app = app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
 
@@ -41,3 +47,24 @@ class AdminAPI:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(dataclasses.asdict(self._server.statistics()))
+
+    async def _alarm_feed(self, request: web.Request) -> web.Response:
+        """``GET /alarms?since=SEQ&limit=N``: a JSON list of the alarms after sequence number
+        ``since`` (default 0: all the feed still holds), oldest first, at most ``limit`` (1000).
+        Poll with the last ``seq`` seen; a gap before the first ``seq`` returned means the feed
+        dropped alarms in between (the log has every one)."""
+        try:
+            since = int(request.query.get("since", "0"))
+            limit = int(request.query.get("limit", str(MAX_FEED_PAGE)))
+        except ValueError:
+            raise web.HTTPBadRequest(text="since and limit must be whole numbers") from None
+        if limit < 1:
+            raise web.HTTPBadRequest(text="limit must be at least 1")
+        if self._alarms is None:
+            return web.json_response([])
+        return web.json_response(self._alarms.feed(since, min(limit, MAX_FEED_PAGE)))
+
+    async def _alarm_stats(self, request: web.Request) -> web.Response:
+        if self._alarms is None:
+            raise web.HTTPNotFound(text="alarms are not set up in this process")
+        return web.json_response(dataclasses.asdict(self._alarms.statistics()))

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policy.analysis.lineage import Lin
+from policy.analysis.lineage import Lin, Source
 from policy.catalog import QualifiedName
 from policy.facts import (
     Access,
     Clause,
     ColumnUse,
     CopyFacts,
+    Equality,
+    FetchFacts,
     FunctionClass,
     OutputColumn,
     StatementFacts,
@@ -37,10 +39,14 @@ class Facts:
     settings: list[tuple[str, str | None]] = field(default_factory=list)
     outputs: list[OutputColumn] | None = None
     copy: CopyFacts | None = None
+    fetch: FetchFacts | None = None
+    execute_params: tuple[str | None, ...] | None = None
     executes: bool = True
     returns_rows: bool = False
     creates_object: bool = False
     writes_from_query: bool = False
+    kept: set[Source] = field(default_factory=set)
+    written: set[Source] = field(default_factory=set)
     role_switch: bool = False
     do_block: bool = False
     prepared_name: str | None = None
@@ -49,10 +55,22 @@ class Facts:
     def table(self, relation: QualifiedName, access: Access, via_view: QualifiedName | None = None) -> None:
         self.tables[TableUse(relation, access, via_view)] = None
 
-    def use(self, lin: Lin, clause: Clause) -> None:
+    def use(self, lin: Lin, clause: Clause, equality: Equality = Equality.NONE) -> None:
+        """Record the columns a value reads; ``equality`` holds only for a plain column (an
+        expression around it could reshape the value, so its uses are never exact)."""
+        if not lin.direct:
+            equality = Equality.NONE
         sources = lin.sources if len(lin.sources) < 2 else sorted(lin.sources)  # stable order for audit
         for schema, name, column in sources:
-            self.columns[ColumnUse((schema, name), column, clause)] = None
+            self.columns[ColumnUse((schema, name), column, clause, equality)] = None
+
+    def keep(self, lin: Lin) -> None:
+        """A value that a function keeps in session state past the statement (set_config, ...)."""
+        self.kept |= lin.sources
+
+    def write(self, lin: Lin) -> None:
+        """A value written into a table by an expression (UPDATE ... SET, MERGE, ON CONFLICT)."""
+        self.written |= lin.sources
 
     def note(self, text: str) -> None:
         self.notes[text] = None
@@ -88,6 +106,8 @@ class Facts:
         if not planned_only:
             self.creates_object |= inner.creates_object
             self.writes_from_query |= inner.writes_from_query
+            self.kept |= inner.kept
+            self.written |= inner.written
         if self.copy is None:
             self.copy = inner.copy
         if self.prepared_name is None:
@@ -106,10 +126,14 @@ class Facts:
             functions=tuple(self.functions),
             function_classes=frozenset(self.classes),
             copy=self.copy,
+            fetch=self.fetch,
+            execute_params=self.execute_params,
             executes=self.executes,
             returns_rows=self.returns_rows,
             creates_object=self.creates_object,
             writes_from_query=self.writes_from_query,
+            kept=frozenset(self.kept),
+            written=frozenset(self.written),
             role_switch=self.role_switch,
             do_block=self.do_block,
             settings=tuple(self.settings),

@@ -216,8 +216,9 @@ def _schema_named(kind: str, f: Node) -> str | None:
 
 
 def _into_system_schema(kind: str, f: Node) -> bool:
-    """ALTER ... SET SCHEMA pg_catalog, CREATE EXTENSION ... SCHEMA pg_catalog: functions in a
-    system schema are taken for built-ins, whose bodies are not analyzed (see functions.classes_of)."""
+    """ALTER ... SET SCHEMA pg_catalog, CREATE EXTENSION ... SCHEMA pg_catalog: until a catalog
+    snapshot shows that initdb did not make them, functions in a system schema are taken for
+    built-ins, whose bodies are not analyzed (see functions.classes_of)."""
     if kind == "AlterObjectSchemaStmt":
         return f.get("newschema") in SYSTEM_SCHEMAS
     if kind == "CreateExtensionStmt":

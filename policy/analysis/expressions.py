@@ -9,6 +9,7 @@ has such a column is it a whole-row reference to a FROM entry of that name.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,12 +26,15 @@ from policy.analysis.tree import (
     Node,
     Unanalyzable,
     constant,
+    list_items,
+    mentions,
     split,
     string_constant,
     strings,
 )
 from policy.catalog import MATVIEW, VIEW, Catalog, Relation
-from policy.facts import Access, Clause, FunctionClass
+from policy.errors import BudgetExhausted
+from policy.facts import Access, Clause, Equality, FunctionClass
 
 if TYPE_CHECKING:
     from policy.analysis.queries import QueryResult
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
 # Expression nodes made only of other expressions: their lineage is that of their parts.
 _TRANSPARENT = words(
     """
-    BoolExpr NullTest BooleanTest CoalesceExpr MinMaxExpr A_ArrayExpr RowExpr CollateClause GroupingFunc
+    BoolExpr BooleanTest CoalesceExpr MinMaxExpr A_ArrayExpr RowExpr CollateClause GroupingFunc
     NamedArgExpr XmlSerialize List JsonValueExpr JsonKeyValue JsonObjectConstructor JsonArrayConstructor
     JsonObjectAgg JsonArrayAgg JsonAggConstructor JsonIsPredicate JsonScalarExpr JsonSerializeExpr
     JsonParseExpr JsonFuncExpr JsonArgument JsonBehavior SortBy A_Indices
@@ -51,9 +55,34 @@ _LEAVES = words(
     BitString
     """
 )
+# Set-returning functions whose number of rows follows their arguments' values: over masked PII
+# the row count answers questions (generate_series(1, ascii(substr(phone, 4, 1))) is the fourth
+# digit), so their arguments are also LIMIT uses.
+_ROW_COUNTING = words(
+    """
+    generate_series generate_subscripts unnest regexp_matches regexp_split_to_table string_to_table
+    json_array_elements json_array_elements_text jsonb_array_elements jsonb_array_elements_text
+    json_each json_each_text jsonb_each jsonb_each_text json_object_keys jsonb_object_keys
+    jsonb_path_query
+    """
+)
+# Except when they unpack an array built in place or an aggregate of one element per row
+# (unnest(ARRAY[a, b]), unnest(array_agg(x))): as many rows come back as went in, whatever the values.
+_UNPACKING = words(
+    "unnest json_array_elements json_array_elements_text jsonb_array_elements jsonb_array_elements_text"
+)
+_PACKING = words("array_agg json_agg jsonb_agg")
 _XML_READS_TABLE = frozenset({"table_to_xml", "table_to_xml_and_xmlschema"})
 _XML_READS_SCHEMA = frozenset({"schema_to_xml", "schema_to_xml_and_xmlschema"})
 _XML_READS_DATABASE = frozenset({"database_to_xml", "database_to_xml_and_xmlschema"})
+# Comparisons that test for exact values. Inequality carries the same information as equality (the
+# rows left out are the ones that match) and, like it, reveals nothing about a value it does not
+# name. Only the built-in operators count: a user-defined operator is a function call.
+_EXACT_OPERATORS = frozenset({"=", "<>"})
+_EXACT_KINDS = frozenset(
+    {"AEXPR_OP", "AEXPR_OP_ANY", "AEXPR_OP_ALL", "AEXPR_IN", "AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT"}
+)
+_EXACT_SUBLINKS = frozenset({"ANY_SUBLINK", "ALL_SUBLINK"})  # x IN (SELECT ...), x = ANY (SELECT ...)
 _VIEW_KINDS = (VIEW, MATVIEW)
 # Accesses that reach a view's base relations (an auto-updatable view writes to them).
 _THROUGH_VIEWS = frozenset({Access.READ, Access.INSERT, Access.UPDATE, Access.DELETE, Access.LOCK})
@@ -62,14 +91,24 @@ _THROUGH_VIEWS = frozenset({Access.READ, Access.INSERT, Access.UPDATE, Access.DE
 class Session:
     """State shared by every statement of one client string."""
 
-    __slots__ = ("cacheable", "catalog", "function_cache", "relation_cache", "search_path")
+    __slots__ = (
+        "cacheable", "catalog", "deadline", "function_cache", "relation_cache", "search_path", "steps"
+    )  # fmt: skip
 
-    def __init__(self, catalog: Catalog, search_path: tuple[str, ...]) -> None:
+    def __init__(self, catalog: Catalog, search_path: tuple[str, ...], deadline: float | None = None) -> None:
         self.catalog = catalog
         self.search_path = search_path
         self.cacheable = True
         self.relation_cache: dict[tuple[str | None, str], list[Relation]] = {}
         self.function_cache: dict[tuple[str | None, str], list[str]] = {}
+        self.deadline = deadline  # time.monotonic() past which analysis gives up
+        self.steps = 0
+
+    def step(self) -> None:
+        """Count one expression; every 1024th, check the clock (a clock read per node would cost)."""
+        self.steps += 1
+        if self.steps & 1023 == 0 and self.deadline is not None and time.monotonic() > self.deadline:
+            raise BudgetExhausted("analysis ran out of time")
 
     def lookup(self, schema: str | None, name: str) -> list[Relation]:
         key = (schema, name)
@@ -109,8 +148,16 @@ class ExpressionWalker:
 
     # ------------------------------------------------------------------ hooks for queries
 
-    def query(self, node: Node, parent: Level, visible: int | None, clause: Clause) -> QueryResult:
-        """Walk a nested query (a sublink); ``queries.QueryWalker`` implements it."""
+    def query(
+        self,
+        node: Node,
+        parent: Level,
+        visible: int | None,
+        clause: Clause,
+        equality: Equality = Equality.NONE,
+    ) -> QueryResult:
+        """Walk a nested query (a sublink); ``queries.QueryWalker`` implements it. ``equality``:
+        how its result columns are compared where it is used (``x IN (SELECT email ...)``)."""
         raise NotImplementedError
 
     def fold_sql(self, sql: str, why: str, *, quiet: bool = False, strict: bool = False) -> Columns | None:
@@ -148,6 +195,7 @@ class ExpressionWalker:
     # ------------------------------------------------------------------ expressions
 
     def expr(self, node: Node, level: Level, clause: Clause) -> Lin:
+        self.session.step()
         kind, fields = split(node)
         handler = _HANDLERS.get(kind)
         if handler is not None:
@@ -179,10 +227,11 @@ class ExpressionWalker:
                 lins.append(self.transparent(struct, value, level, clause))
         return derived(*lins)
 
-    def use(self, lin: Lin, clause: Clause) -> Lin:
-        """Record that these columns are read in this clause."""
+    def use(self, lin: Lin, clause: Clause, equality: Equality = Equality.NONE) -> Lin:
+        """Record that these columns are read in this clause (``equality``: as one side of an
+        exact comparison, which counts only if the value is a plain column)."""
         if lin.sources:
-            self.facts.use(lin, clause)
+            self.facts.use(lin, clause, equality)
             if self.refs:
                 self.refs[-1].update(lin.sources)
         return lin
@@ -273,16 +322,57 @@ class ExpressionWalker:
         self.facts.note(f'"{name}" names no column or relation in scope')
         return NONE
 
+    def operand(self, node: Node, level: Level, clause: Clause, equality: Equality) -> Lin:
+        """One side of an exact comparison: a plain column there (or in a row of them,
+        ``(phone, email) = ($1, $2)``) is recorded with ``equality``; anything else is walked as
+        usual, so a column under a cast or function in it is no exact use."""
+        kind, fields = split(node)
+        if kind == "ColumnRef":
+            self.session.step()
+            return self.use(self.resolve_ref(strings(fields.get("fields")), level), clause, equality)
+        if kind == "RowExpr":
+            self.session.step()
+            return derived(*(self.operand(arg, level, clause, equality) for arg in fields.get("args", ())))
+        if kind == "SubLink" and fields.get("subLinkType") == "EXPR_SUBLINK":
+            self.session.step()
+            return self._sublink(fields, level, clause, equality)  # (SELECT email ...) = $1
+        return self.expr(node, level, clause)
+
     def _a_expr(self, fields: Node, level: Level, clause: Clause) -> Lin:
         op = strings(fields.get("name"))
         if len(op) > 1 and op[0] not in functions.SYSTEM_SCHEMAS:
             self.call_resolved([f"{op[0]}.{op[-1]}"], 2)
+        if fields.get("kind", "AEXPR_OP") in _EXACT_KINDS and _exact_operator(op):
+            return self._exact_comparison(fields, level, clause)
         lins = []
         for side in ("lexpr", "rexpr"):
             value = fields.get(side)
             if value:
                 lins.append(self.expr(value, level, clause))
         return derived(*lins)
+
+    def _exact_comparison(self, fields: Node, level: Level, clause: Clause) -> Lin:
+        """``a = b``, ``a <> b``, ``a IN (...)``, ``a = ANY (array)``, ``a IS [NOT] DISTINCT FROM b``:
+        each side's plain columns are compared with values, or with columns when the other side
+        reads any (then the comparison is a join condition)."""
+        kind = fields.get("kind", "AEXPR_OP")
+        left, right = fields.get("lexpr"), fields.get("rexpr")
+        lins: list[Lin] = []
+        if left:
+            lins.append(self.operand(left, level, clause, _compared_with(right)))
+        if right:
+            if kind == "AEXPR_IN":
+                against = _compared_with(left)
+                lins.extend(self.operand(item, level, clause, against) for item in list_items(right))
+            elif kind in ("AEXPR_OP_ANY", "AEXPR_OP_ALL"):
+                lins.append(self.expr(right, level, clause))  # an array: its elements are not compared as is
+            else:
+                lins.append(self.operand(right, level, clause, _compared_with(left)))
+        return derived(*lins)
+
+    def _null_test(self, fields: Node, level: Level, clause: Clause) -> Lin:
+        """``x IS [NOT] NULL`` tests for one exact value."""
+        return derived(self.operand(fields["arg"], level, clause, Equality.VALUE))
 
     def _type_cast(self, fields: Node, level: Level, clause: Clause) -> Lin:
         return derived(self.expr(fields["arg"], level, clause))
@@ -340,12 +430,23 @@ class ExpressionWalker:
             return None
         return self.find_entry(names, level)
 
-    def _sublink(self, fields: Node, level: Level, clause: Clause) -> Lin:
-        result = self.query(fields["subselect"], level, None, clause)
+    def _sublink(self, fields: Node, level: Level, clause: Clause, equality: Equality = Equality.NONE) -> Lin:
+        """A subquery in an expression. ``x IN (SELECT ...)`` and ``x = ANY (SELECT ...)`` compare
+        ``x`` and the subquery's result exactly; ``equality`` says how an expression subquery's
+        result is compared where it stands."""
+        test = fields.get("testexpr")
+        operator = strings(fields.get("operName")) or ["="]  # x IN (SELECT ...) has no name
+        exact = bool(test) and fields.get("subLinkType") in _EXACT_SUBLINKS and _exact_operator(operator)
+        if exact:
+            equality = _compared_with(test)
+        result = self.query(fields["subselect"], level, None, clause, equality)
         lins = [Lin(result.refs)]
         lins.extend(lin for _, lin in result.outputs or ())
-        if fields.get("testexpr"):
-            lins.append(self.expr(fields["testexpr"], level, clause))
+        if test:
+            if exact:
+                lins.append(self.operand(test, level, clause, _compared_with(fields["subselect"])))
+            else:
+                lins.append(self.expr(test, level, clause))
         return derived(*lins)
 
     def _select_in_expression(self, fields: Node, level: Level, clause: Clause) -> Lin:
@@ -381,18 +482,31 @@ class ExpressionWalker:
 
     # ------------------------------------------------------------------ function calls
 
-    def call_resolved(self, qualified: list[str], nargs: int) -> None:
+    def call_resolved(self, qualified: list[str], nargs: int) -> frozenset[FunctionClass]:
+        """Record a call to every function a name may resolve to; returns their classes."""
+        found: frozenset[FunctionClass] = frozenset()
         for name in qualified:
             self.facts.functions[name] = None
-            self.facts.classes |= functions.classes_of(name, nargs)
+            found |= functions.classes_of(self.session.catalog, name, nargs)
+        self.facts.classes |= found
+        return found
 
     def _func_call(self, fields: Node, level: Level, clause: Clause) -> Lin:
         names = strings(fields.get("funcname"))
         schema = names[-2] if len(names) > 1 else None
         name = names[-1]
         args: list[Node] = fields.get("args", [])
-        self.call_resolved(self.session.resolve_function(schema, name), len(args))
+        resolved = self.session.resolve_function(schema, name)
+        classes = self.call_resolved(resolved, len(args))
         lins = self.exprs(args, level, clause)
+        if name in _ROW_COUNTING and schema in (None, "pg_catalog"):
+            for arg, lin in zip(args, lins, strict=True):
+                if not (name in _UNPACKING and _one_per_element(arg)):
+                    self.use(lin, Clause.LIMIT)
+        kept = derived(*lins)
+        if FunctionClass.USER_DEFINED in classes and kept.sources:
+            # Its body is not analyzed: it may keep what it is given (a table, a setting, a notice).
+            self.facts.keep(kept)
         if name == "pg_notify" and any(_from_tables(lin) for lin in lins):
             # Every session listening on the channel receives the payload: table data sent there
             # leaves the statement, its row cap (one aggregate row may notify a million times) and masks.
@@ -406,14 +520,31 @@ class ExpressionWalker:
             if over.get("name"):  # OVER w: a window of the WINDOW clause
                 lins.append(level.window(str(over["name"])))
             lins.append(self.window(over, level))
-        special = _SPECIAL.get(name)
-        if special is not None and schema in (None, "pg_catalog"):
-            extra = special(self, name, args, level)
-            if extra is not None:
-                lins.append(extra)
-        elif name.startswith("dblink") or name in functions.DYNAMIC_SQL:
-            self.fold_literals(name, args)
+        for runs, built_in in self._runs_as(schema, name, resolved):
+            if runs in functions.KEEPS_VALUES and kept.sources:
+                self.facts.keep(kept)
+                self.facts.note(f"{runs} keeps a value computed from table data past the statement")
+            special = _SPECIAL.get(runs)
+            if special is not None and built_in:
+                extra = special(self, runs, args, level)
+                if extra is not None:
+                    lins.append(extra)
+            elif runs.startswith("dblink") or runs in functions.DYNAMIC_SQL:
+                self.fold_literals(runs, args)
+        if name == "count" and schema in (None, "pg_catalog"):
+            return derived()  # a count reveals how many values are there, never what they are
         return derived(*lins)
+
+    def _runs_as(self, schema: str | None, name: str, resolved: list[str]) -> list[tuple[str, bool]]:
+        """What a call may run, by the names PostgreSQL gives it, each with whether it is surely the
+        built-in: the name as written (a built-in when unqualified or in pg_catalog) and the name of
+        every known C entry point a resolved function calls, so that a renamed set_config or
+        query_to_xml is analyzed as what it is."""
+        found = {name: schema in (None, "pg_catalog")}
+        for qualified in resolved:
+            for runs in functions.runs_as(self.session.catalog, qualified):
+                found[runs] = True
+        return sorted(found.items())
 
     def result_columns(self, call: Node, alias: str | None) -> list[str] | None:
         """The column names a function in FROM returns, when they are known without its body."""
@@ -513,6 +644,24 @@ class ExpressionWalker:
         return derived(*lins) if lins else None
 
 
+def _one_per_element(arg: Node) -> bool:
+    """An array whose length no value decides: ARRAY[a, b], or array_agg/json_agg of one per row."""
+    kind, fields = split(arg)
+    if kind == "A_ArrayExpr":
+        return True
+    return kind == "FuncCall" and strings(fields.get("funcname"))[-1] in _PACKING
+
+
+def _exact_operator(op: list[str]) -> bool:
+    return bool(op) and op[-1] in _EXACT_OPERATORS and (len(op) == 1 or op[0] == "pg_catalog")
+
+
+def _compared_with(other: Node | None) -> Equality:
+    """What a plain column is compared with: values, or (when the other side reads any column,
+    even inside a subquery) columns. A syntactic test: a reference is a column wherever it resolves."""
+    return Equality.COLUMN if other is not None and mentions(other, "ColumnRef") else Equality.VALUE
+
+
 def _from_tables(lin: Lin) -> bool:
     """Whether a value derives from a column of a relation outside the system catalogs."""
     return any(schema not in functions.SYSTEM_SCHEMAS for schema, _, _ in lin.sources)
@@ -526,6 +675,7 @@ Handler = Callable[[ExpressionWalker, Node, Level, Clause], Lin]
 _HANDLERS: dict[str, Handler] = {
     "ColumnRef": ExpressionWalker._column_ref,
     "A_Expr": ExpressionWalker._a_expr,
+    "NullTest": ExpressionWalker._null_test,
     "TypeCast": ExpressionWalker._type_cast,
     "CaseExpr": ExpressionWalker._case,
     "A_Indirection": ExpressionWalker._indirection,

@@ -28,7 +28,7 @@ from policy.analysis.scope import (
     star,
 )
 from policy.analysis.tree import Node, Unanalyzable, integer_constant, list_items, split, strings
-from policy.facts import Access, Clause
+from policy.facts import Access, Clause, Equality
 
 _MERGE_ACCESS = {"CMD_UPDATE": Access.UPDATE, "CMD_INSERT": Access.INSERT, "CMD_DELETE": Access.DELETE}
 _RECURSION_ROUNDS = 5  # a recursive CTE's lineage grows monotonically; this bounds the fixpoint
@@ -41,12 +41,21 @@ class QueryResult:
 
 
 class QueryWalker(ExpressionWalker):
-    def query(self, node: Node, parent: Level, visible: int | None, clause: Clause) -> QueryResult:
-        """Walk a query node (wrapped) under ``parent``; ``clause`` is where its result is used."""
+    def query(
+        self,
+        node: Node,
+        parent: Level,
+        visible: int | None,
+        clause: Clause,
+        equality: Equality = Equality.NONE,
+    ) -> QueryResult:
+        """Walk a query node (wrapped) under ``parent``; ``clause`` is where its result is used,
+        ``equality`` how its result columns are compared there."""
+        self.session.step()
         kind, fields = split(node)
         self.refs.append(set())
         if kind == "SelectStmt":
-            outputs = self.select(fields, parent, visible, clause)
+            outputs = self.select(fields, parent, visible, clause, equality)
         elif kind == "InsertStmt":
             outputs = self.insert(fields, parent, visible)
         elif kind == "UpdateStmt":
@@ -64,17 +73,26 @@ class QueryWalker(ExpressionWalker):
 
     # ------------------------------------------------------------------ SELECT
 
-    def select(self, s: Node, parent: Level | None, visible: int | None, clause: Clause) -> Columns | None:
+    def select(
+        self,
+        s: Node,
+        parent: Level | None,
+        visible: int | None,
+        clause: Clause,
+        equality: Equality = Equality.NONE,
+    ) -> Columns | None:
         level = Level(parent, visible)
         if s.get("withClause"):
             self.with_clause(s["withClause"], level)
         op = s.get("op", "SETOP_NONE")
         if op != "SETOP_NONE":
-            left = self.select(s["larg"], level, None, clause)
-            right = self.select(s["rarg"], level, None, clause)
+            left = self.select(s["larg"], level, None, clause, equality)
+            right = self.select(s["rarg"], level, None, clause, equality)
             outputs = set_operation(left, right)
             if outputs is None:
                 self.facts.note("the result columns of a set operation are unknown")
+            if not s.get("all"):
+                self.deduplicated(outputs)  # UNION, INTERSECT, EXCEPT compare whole result rows
             self.sort(s.get("sortClause"), level, outputs, Clause.ORDER, outputs_only=True)
             self.limits(s, level)
             return outputs
@@ -94,7 +112,7 @@ class QueryWalker(ExpressionWalker):
         for window in s.get("windowClause", ()):
             _, w = split(window)
             level.windows[str(w.get("name", ""))] = self.window(w, level)
-        outputs = self.targets(s.get("targetList", []), level, clause)
+        outputs = self.targets(s.get("targetList", []), level, clause, equality)
         for group in s.get("groupClause", ()):
             self.group(group, level, outputs)
         if s.get("havingClause"):
@@ -104,17 +122,27 @@ class QueryWalker(ExpressionWalker):
                 if integer_constant(item) is not None:
                     self.session.cacheable = False  # DISTINCT ON (2): normalization replaces the 2
                 self.sort_key(item, level, outputs, Clause.DISTINCT, outputs_first=True)
+            else:
+                self.deduplicated(outputs)  # plain DISTINCT (an empty item): every result column
         self.sort(s.get("sortClause"), level, outputs, Clause.ORDER, outputs_only=False)
         self.limits(s, level)
         return outputs
 
+    def deduplicated(self, outputs: Columns | None) -> None:
+        """Duplicate rows removed: every result column is compared (unknown columns: none known)."""
+        for _, lin in outputs or ():
+            self.use(lin, Clause.DISTINCT)
+
     def limits(self, s: Node, level: Level) -> None:
         for key in ("limitCount", "limitOffset"):
             if s.get(key):
-                self.expr(s[key], level, Clause.OTHER)
+                self.expr(s[key], level, Clause.LIMIT)
 
-    def targets(self, items: list[Node], level: Level, clause: Clause) -> Columns | None:
-        """The select list (or RETURNING list): ``*`` expanded against the catalog."""
+    def targets(
+        self, items: list[Node], level: Level, clause: Clause, equality: Equality = Equality.NONE
+    ) -> Columns | None:
+        """The select list (or RETURNING list): ``*`` expanded against the catalog. ``equality``:
+        how the result is compared where it is used (a subquery in ``x IN (SELECT ...)``)."""
         outputs: Columns = []
         known = True
         for item in items:
@@ -129,7 +157,10 @@ class QueryWalker(ExpressionWalker):
                 else:
                     outputs.extend(expanded[0])
                 continue
-            lin = self.expr(value, level, clause)
+            if equality is Equality.NONE:
+                lin = self.expr(value, level, clause)
+            else:
+                lin = self.operand(value, level, clause, equality)
             outputs.append((str(target["name"]) if target.get("name") else figure_colname(value), lin))
         return outputs if known else None
 
@@ -314,9 +345,9 @@ class QueryWalker(ExpressionWalker):
             return self.range_function(fields, level)
         if kind == "RangeTableSample":
             inner = self.from_item(fields["relation"], level)
-            self.exprs(fields.get("args"), level, Clause.OTHER)
+            self.exprs(fields.get("args"), level, Clause.LIMIT)
             if fields.get("repeatable"):
-                self.expr(fields["repeatable"], level, Clause.OTHER)
+                self.expr(fields["repeatable"], level, Clause.LIMIT)
             return inner
         if kind == "RangeTableFunc":
             return self.xml_table(fields, level)
@@ -380,7 +411,7 @@ class QueryWalker(ExpressionWalker):
             for entry in leaves(left) + leaves(right):
                 lin = entry.lin(column)
                 if lin is not None:
-                    self.use(lin, Clause.JOIN)
+                    self.use(lin, Clause.JOIN, Equality.COLUMN)
         if j.get("quals"):
             self.expr(j["quals"], level, Clause.JOIN)
         alias = j.get("alias")
@@ -428,6 +459,7 @@ class QueryWalker(ExpressionWalker):
 
     def xml_table(self, f: Node, level: Level) -> Entry:
         lins = [self.expr(f["docexpr"], level, Clause.OTHER), self.expr(f["rowexpr"], level, Clause.OTHER)]
+        self.use(lins[0], Clause.LIMIT)  # one row per node the path finds in the document
         for ns in f.get("namespaces", ()):
             _, target = split(ns)
             lins.append(self.expr(target["val"], level, Clause.OTHER))
@@ -447,6 +479,7 @@ class QueryWalker(ExpressionWalker):
 
     def json_table(self, f: Node, level: Level) -> Entry:
         lins = [self.transparent("JsonValueExpr", f["context_item"], level, Clause.OTHER)]
+        self.use(lins[0], Clause.LIMIT)  # one row per item the path finds in the document
         for arg in f.get("passing", ()):
             lins.append(self.expr(arg, level, Clause.OTHER))
         document = derived(*lins)
@@ -515,7 +548,10 @@ class QueryWalker(ExpressionWalker):
     def copied(self, target: Entry, lin: Lin) -> None:
         """A value written into ``target`` that derives from another relation's columns copies
         that data into the table, as INSERT ... SELECT does (``UPDATE notes SET body = c.email
-        FROM customers c``): the copy outlives the statement, its row cap and its masks."""
+        FROM customers c``): the copy outlives the statement, its row cap and its masks. Every
+        source is recorded as written, the target's own columns too (``SET email = phone`` moves a
+        value under a weaker mask)."""
+        self.facts.write(lin)
         if isinstance(target, RelationEntry):
             own = {r.qualified for r in target.rels}
         elif isinstance(target, OpaqueEntry) and target.missing_relation is not None:

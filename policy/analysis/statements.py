@@ -25,6 +25,7 @@ from policy.analysis.scope import Columns, Level, RelationEntry
 from policy.analysis.tree import (
     Node,
     Unanalyzable,
+    constant,
     defelem_text,
     defelems,
     split,
@@ -32,7 +33,7 @@ from policy.analysis.tree import (
     strings,
 )
 from policy.catalog import FOREIGN, MATVIEW, PARTITIONED, TABLE
-from policy.facts import Access, Clause, CopyFacts, CopyTarget, FunctionClass
+from policy.facts import Access, Clause, CopyFacts, CopyTarget, FetchDirection, FetchFacts, FunctionClass
 
 _COMMANDS = {
     "SelectStmt": "select",
@@ -94,7 +95,7 @@ _TRANSACTIONS = {
 # sample of every analyzed column (most common values, histogram bounds: PII too, and a fresh
 # sample after each ANALYZE), so reading them reads every table; pg_largeobject holds large
 # objects' contents, which lo_get would return.
-_SAMPLED_VALUES = {
+SAMPLED_VALUES = {
     "pg_statistic": words("stavalues1 stavalues2 stavalues3 stavalues4 stavalues5"),
     "pg_stats": words("most_common_vals histogram_bounds most_common_elems"),
     "pg_stats_ext": words("most_common_vals"),
@@ -105,6 +106,9 @@ _ANALYZED_KINDS = frozenset({TABLE, PARTITIONED, MATVIEW, FOREIGN})
 _TRUE = frozenset({"true", "on", "1", "yes"})
 _FALSE = frozenset({"false", "off", "0", "no"})
 QUERY_PLAN: Columns = [("QUERY PLAN", NONE)]
+_STREAMING = (FetchDirection.FORWARD, FetchDirection.BACKWARD)
+# Written counts are 32-bit integers in the grammar; a larger howMany is FETCH_ALL (LONG_MAX).
+_INT32_MAX = 2**31 - 1
 
 
 def command_of(kind: str) -> str:
@@ -266,7 +270,10 @@ class StatementWalker(QueryWalker):
                     self.use(lin, Clause.OUTPUT)
         elif f.get("query"):
             columns = self.query(f["query"], Level(), None, Clause.OUTPUT).outputs
-        facts.copy = CopyFacts(direction, target, relation, tuple(attlist))
+        options = tuple((k, defelem_text(v)) for k, v in defelems(f.get("options")).items())
+        if options:
+            self.session.cacheable = False  # a delimiter is a literal the normalized text may hide
+        facts.copy = CopyFacts(direction, target, relation, tuple(attlist), options)
         if direction == "to":
             self.result(columns, returns_rows=target == CopyTarget.STDOUT)
 
@@ -295,7 +302,11 @@ class StatementWalker(QueryWalker):
     def _execute(self, f: Node) -> None:
         name = str(f.get("name", ""))
         self.facts.prepared_name = name
-        self.exprs(f.get("params"), Level(), Clause.OTHER)
+        params: list[Node] = f.get("params") or []
+        self.exprs(params, Level(), Clause.OTHER)
+        self.facts.execute_params = _literal_texts(params)
+        if params and self.facts.execute_params is not None:
+            self.session.cacheable = False  # the literals are facts: no sharing by normalized text
         known = self.prepared.get(name)
         if known is None:
             self.facts.returns_rows = True
@@ -324,6 +335,7 @@ class StatementWalker(QueryWalker):
         moves = bool(f.get("ismove"))
         self.facts.command = "move" if moves else "fetch"
         self.facts.prepared_name = name
+        self.facts.fetch = _fetch_facts(f)
         self.facts.returns_rows = not moves
         if not moves:
             if name in self.cursors:
@@ -454,14 +466,14 @@ class StatementWalker(QueryWalker):
 
 
 def catalog_data(session: Session, facts: Facts) -> None:
-    """Reads of catalog columns that hold table data (see ``_SAMPLED_VALUES``), once the whole
+    """Reads of catalog columns that hold table data (see ``SAMPLED_VALUES``), once the whole
     statement, nested ones included, is walked: statistics samples count as reads of every
     analyzed relation, through the catalog relation; pg_largeobject's pages as large objects."""
     sampled = sorted(
         {
             use.relation
             for use in facts.columns
-            if use.relation[0] == "pg_catalog" and use.column in _SAMPLED_VALUES.get(use.relation[1], ())
+            if use.relation[0] == "pg_catalog" and use.column in SAMPLED_VALUES.get(use.relation[1], ())
         }
     )
     for source in sampled:
@@ -475,12 +487,37 @@ def catalog_data(session: Session, facts: Facts) -> None:
         facts.note("pg_catalog.pg_largeobject holds the contents of large objects")
 
 
+def _literal_texts(params: list[Node]) -> tuple[str | None, ...] | None:
+    """The text of each EXECUTE argument if every one is a plain literal (no cast, no operator,
+    no bit string): then binding that text gives the parameter the value EXECUTE would."""
+    out: list[str | None] = []
+    for param in params:
+        kind, fields = split(param)
+        if kind != "A_Const" or "bsval" in fields:
+            return None
+        out.append(constant(param)[1])
+    return tuple(out)
+
+
 def _into_clause(f: Node) -> Node | None:
     """SELECT ... INTO: in a set operation the INTO clause sits in the leftmost branch."""
     while f.get("op", "SETOP_NONE") != "SETOP_NONE":
         f = f["larg"]
     into: Node | None = f.get("intoClause")
     return into
+
+
+def _fetch_facts(f: Node) -> FetchFacts:
+    """Direction and count of a FetchStmt. The count is part of the grammar (an integer, not a
+    constant), so normalization keeps it and an analysis cached by shape carries this count."""
+    direction = FetchDirection(str(f.get("direction", "FETCH_FORWARD")).removeprefix("FETCH_").lower())
+    how_many = int(f.get("howMany", 0))
+    if direction not in _STREAMING:
+        return FetchFacts(direction, how_many)
+    if how_many < 0:  # PostgreSQL turns FETCH FORWARD -n into BACKWARD n, and the reverse
+        direction = _STREAMING[1 - _STREAMING.index(direction)]
+        how_many = -how_many
+    return FetchFacts(direction, None if how_many > _INT32_MAX else how_many)
 
 
 def _missing(entry: object, column: str) -> Lin:
@@ -544,4 +581,4 @@ _STATEMENTS: dict[str, Callable[[StatementWalker, Node], None]] = {
     "DropStmt": StatementWalker._drop,
 }
 
-__all__ = ["QUERY_PLAN", "StatementWalker", "catalog_data", "command_of"]
+__all__ = ["QUERY_PLAN", "SAMPLED_VALUES", "StatementWalker", "catalog_data", "command_of"]

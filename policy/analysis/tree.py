@@ -86,6 +86,20 @@ def list_items(node: Node | None) -> list[Node]:
     return items
 
 
+def mentions(node: Node, kind: str) -> bool:
+    """Whether a node of ``kind`` occurs anywhere inside ``node`` (iterative: trees can be deep)."""
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if kind in item:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def constant(node: Node | None) -> tuple[bool, str | None]:
     """(is a constant, its text) for an A_Const, also under casts; NULL is (True, None).
 

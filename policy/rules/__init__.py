@@ -14,6 +14,7 @@ from policy.rules import (
     copying,
     derived_objects,
     functions,
+    pii_inference,
     protected_tables,
     session_state,
     unanalyzable,
@@ -39,6 +40,7 @@ RULES: tuple[Rule, ...] = (
     protected_tables.protected_writes,
     protected_tables.protected_ddl,
     protected_tables.views_over_protected,
+    pii_inference.decide,
 )
 
 __all__ = ["RULES", "Rule", "RuleContext", "Violation"]

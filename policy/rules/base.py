@@ -17,6 +17,7 @@ class Violation:
     rule: str  # a key of policy.model.RULE_CLASSES
     what: str  # what in the statement triggered it, in words a DBA recognizes
     regardless: bool = False  # refused even though the class is allowed (e.g. a table not listed writable)
+    advice: str | None = None  # what to do instead, put first in the refusal's hint
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,12 +117,12 @@ def test_explain_shows_facts_and_the_deciding_rule(upstream: Upstream, tmp_path:
     policy.write_text(TEST_POLICY)
     allowed = _sekisho(
         "explain", "--policy", str(policy), "--upstream", upstream.dsn, "--user", "contractor",
-        "SELECT c.name, upper(c.phone) AS p FROM customers c WHERE c.email LIKE '%@example.jp'",
+        "SELECT c.name, upper(c.phone) AS p FROM customers c WHERE c.email = 'a@example.jp'",
     )  # fmt: skip
     assert allowed.returncode == 0, allowed.stderr
     out = allowed.stdout
     assert "public.customers (read)  [protected]" in out
-    assert "where:     public.customers.email" in out
+    assert "where:     public.customers.email (exact value)" in out
     assert "name <- public.customers.name (direct)" in out
     assert "p <- public.customers.phone (derived)" in out
     assert "ALLOW, at most 100 rows (max_rows of role maintenance)" in out
@@ -134,6 +134,14 @@ def test_explain_shows_facts_and_the_deciding_rule(upstream: Upstream, tmp_path:
     assert refused.returncode == 0, refused.stderr
     assert "DENY 42501 (rule copy_server)" in refused.stdout
     assert "copy:       to program, of a query" in refused.stdout
+
+    pattern = _sekisho(
+        "explain", "--policy", str(policy), "--upstream", upstream.dsn, "--user", "contractor",
+        "SELECT name, phone FROM customers WHERE phone LIKE '090%'",
+    )  # fmt: skip
+    assert pattern.returncode == 0, pattern.stderr
+    assert "DENY 42501 (rule pii_inference)" in pattern.stdout
+    assert "masked PII: where equality, join equality, group_by refuse" in pattern.stdout
 
 
 def test_explain_without_a_database_says_names_are_not_resolved(tmp_path: Path) -> None:

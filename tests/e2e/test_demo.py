@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from gateway.config import parse_dsn
+from gateway.config import load_config, parse_dsn
 from gateway.demo import ensure_database
 from gateway.pgcluster import free_port
 from tests.support import ROOT, WORK, Upstream
@@ -96,12 +98,28 @@ def test_demo_serves_psql_and_prints_how_to_connect(demo: Demo) -> None:
 
 
 def test_demo_data_is_japanese_synthetic_customers(demo: Demo) -> None:
-    out = demo.psql(
-        "SELECT count(DISTINCT name) > 100, bool_and(phone ~ '^0[0-9]{1,2}-[0-9]{3,4}-[0-9]{4}$'), "
-        "bool_and(email LIKE '%@%example%'), bool_and(address ~ '[都道府県]'), "
-        "bool_and(length(card_number) = 16), (SELECT count(*) FROM orders) FROM customers"
+    upstream = load_config(demo.data_dir / "sekisho.yaml").upstream
+    direct = (
+        f"host={upstream.host} port={upstream.port} dbname={upstream.database} user={upstream.user} "
+        "sslmode=disable"
     )
-    assert [field.strip() for field in out.split("\n")[2].split("|")] == ["t", "t", "t", "t", "t", "6000"]
+    with psycopg.connect(direct) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT name) > 100, bool_and(phone ~ '^0[0-9]{1,2}-[0-9]{3,4}-[0-9]{4}$'), "
+            "bool_and(email LIKE '%@%example%'), bool_and(address ~ '[都道府県]'), "
+            "bool_and(length(card_number) = 16), (SELECT count(*) FROM orders) FROM customers"
+        ).fetchone()
+    assert row == (True, True, True, True, True, 6000)
+
+
+def test_the_demo_maintenance_user_sees_customers_masked(demo: Demo) -> None:
+    out = demo.psql("SELECT name, address, phone, email, card_number FROM customers WHERE id = 7")
+    name, address, phone, email, card = (field.strip() for field in out.split("\n")[2].split("|"))
+    assert name == "****"
+    assert re.fullmatch(r"\S{3}\*{4}", address)
+    assert re.fullmatch(r"\*{2,3}-\*{3,4}-\d{4}", phone)
+    assert re.fullmatch(r"\*{4}@[a-z.]+example[a-z.]+", email)
+    assert re.fullmatch(r"\*{12}\d{4}", card)
 
 
 def test_demo_restart_is_quick_and_reuses_the_data(demo: Demo) -> None:

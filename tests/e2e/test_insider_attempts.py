@@ -25,7 +25,8 @@ from psycopg.pq import TransactionStatus
 
 from gateway.wire import messages as m
 from gateway.wire.framing import Frame
-from tests.support import Gateway, LoginFailed, RawClient, scram_client_final
+from tests.conftest import GatewayFactory
+from tests.support import Gateway, LoginFailed, RawClient, Upstream, scram_client_final
 
 CAP = 100  # the maintenance role's max_rows
 STRICT_CAP = 10
@@ -454,7 +455,6 @@ CAPPED_QUERIES = [
     "WITH RECURSIVE r(id) AS (SELECT min(id) FROM customers UNION ALL "
     "SELECT r.id + 1 FROM r WHERE r.id < 3000) SELECT r.id, c.card_number FROM r JOIN customers c USING (id)",
     "SELECT unnest(array_agg(card_number)) FROM customers",
-    "SELECT * FROM json_populate_recordset(NULL::customers, (SELECT json_agg(c) FROM customers c))",
     "SELECT generate_series(1, 3), name FROM customers",
     "SELECT name FROM customers FOR UPDATE",
     "VALUES (1) UNION ALL SELECT id FROM customers",
@@ -919,3 +919,71 @@ def test_pipeline_sent_without_reading_is_answered_in_order(raw: RawClient) -> N
     assert reply.rows == 50 * CAP
     assert reply.sqlstates == ["42501"] * 50
     assert_usable(raw)
+
+
+# ----------------------------------------------------------------------------- functions in disguise
+
+
+def _outcome_once_refreshed(gateway: Gateway, user: str, sql: str, rule: str) -> tuple[str | None, str]:
+    """Run ``sql`` as ``user`` until Sekisho refuses it by ``rule`` (its catalog snapshot refreshes
+    in the background) or 15 s pass; the last outcome, (SQLSTATE, message) or (None, "allowed")."""
+    deadline = time.monotonic() + 15
+    with connect(gateway, user, autocommit=True) as conn:
+        while True:
+            try:
+                conn.execute(sql).fetchall()
+                outcome: tuple[str | None, str] = (None, "allowed")
+            except psycopg.Error as exc:
+                outcome = (exc.diag.sqlstate, exc.diag.message_primary or "")
+            if f"(rule {rule})" in outcome[1] or time.monotonic() > deadline:
+                return outcome
+            time.sleep(0.2)
+
+
+def test_functions_disguised_directly_on_the_database_are_judged_by_what_they_run(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
+    """Someone with direct database access renames pg_read_file(text) to an innocent name and puts a
+    SQL function that reads files into pg_catalog. Once Sekisho's catalog snapshot has refreshed,
+    restricted people are refused both, by what they run; an unrestricted person still reads.
+    The shared upstream is restored whatever happens."""
+    gw = gateway_factory(limits={"catalog_refresh": 0.5})
+    with psycopg.connect(upstream.conninfo(), autocommit=True) as admin:
+        superuser = admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        if superuser != (True,):
+            pytest.skip("renaming a built-in needs a superuser on the upstream")
+        renamed = created = False
+        try:
+            admin.execute("ALTER FUNCTION pg_catalog.pg_read_file(text) RENAME TO harmless_read")
+            renamed = True
+            admin.execute(
+                "CREATE FUNCTION pg_catalog.harmless_peek(text) RETURNS text LANGUAGE sql"
+                " AS $$ SELECT pg_catalog.pg_read_file($1, 0, 100) $$"
+            )
+            created = True
+            for user in ("contractor", "strict"):
+                code, message = _outcome_once_refreshed(
+                    gw, user, "SELECT harmless_read('PG_VERSION')", "server_files"
+                )
+                assert (code, "(rule server_files)" in message) == ("42501", True), message
+                code, message = _outcome_once_refreshed(
+                    gw, user, "SELECT pg_catalog.harmless_peek('PG_VERSION')", "user_functions"
+                )
+                assert (code, "(rule user_functions)" in message) == ("42501", True), message
+            with connect(gw, "maint", autocommit=True) as conn:
+                version = conn.execute("SELECT harmless_read('PG_VERSION')").fetchone()
+                assert version is not None
+                assert str(version[0]).strip().isdigit(), version
+                assert conn.execute("SELECT pg_catalog.harmless_peek('PG_VERSION')").fetchone() == version
+            # Ordinary built-ins, SQL-language ones of pg_catalog and information_schema included.
+            with connect(gw, "contractor", autocommit=True) as conn:
+                conn.execute(
+                    "SELECT lower('A'), now(), pg_catalog.pg_get_userbyid(10),"
+                    " pg_catalog.format_type(23, NULL), pg_catalog.obj_description(1259, 'pg_class'),"
+                    " information_schema._pg_char_max_length(23, -1)"
+                ).fetchall()
+        finally:
+            if created:
+                admin.execute("DROP FUNCTION pg_catalog.harmless_peek(text)")
+            if renamed:
+                admin.execute("ALTER FUNCTION pg_catalog.harmless_read(text) RENAME TO pg_read_file")

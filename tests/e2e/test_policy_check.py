@@ -15,6 +15,8 @@ import yaml
 from gateway.catalog import CatalogUnavailable, fetch_catalog, load_catalog
 from gateway.config import parse_dsn
 from gateway.pgcluster import free_port
+from policy.analysis import functions
+from policy.analysis.functions import FIRST_NORMAL_OBJECT_ID
 from policy.catalog import MATVIEW, SEQUENCE, TABLE, VIEW, Catalog
 from tests.support import ROOT, Upstream
 
@@ -205,7 +207,36 @@ def test_load_catalog_reads_relations_columns_views_and_functions(upstream: Upst
 
     assert {f.language for f in catalog.functions[("pg_catalog", "pg_read_file")]} == {"internal"}
     assert {f.language for f in catalog.functions[(SCRATCH, "shout")]} == {"plpgsql"}
+    # What each function runs: the C entry point and library, and an OID telling initdb's from later ones.
+    read_file = catalog.functions[("pg_catalog", "pg_read_file")]
+    assert {"pg_read_file_all", "pg_read_file_off_len"} <= {f.symbol for f in read_file}
+    assert all(0 < f.oid < FIRST_NORMAL_OBJECT_ID and f.library is None for f in read_file)
+    (handler,) = catalog.functions[("pg_catalog", "plpgsql_call_handler")]
+    assert (handler.symbol, handler.library) == ("plpgsql_call_handler", "$libdir/plpgsql")
+    (shout,) = catalog.functions[(SCRATCH, "shout")]
+    assert shout.oid >= FIRST_NORMAL_OBJECT_ID
+    assert (shout.symbol, shout.library) == (None, None)
     assert {SCRATCH, f"{SCRATCH}_empty", "public", "pg_catalog"} <= catalog.schemas
+
+
+def test_the_live_builtins_keep_the_classes_of_their_names(upstream: Upstream) -> None:
+    """Judging functions by what they run changes nothing for PostgreSQL's own: every function in
+    pg_catalog and information_schema (SQL-language ones included) is initdb's and keeps the
+    classes of its name, and every built-in classified by name calls an entry point Sekisho knows."""
+    catalog = asyncio.run(fetch_catalog(parse_dsn(upstream.dsn)))
+    by_name_only = Catalog.of([])
+    system = [(key, fs) for key, fs in catalog.functions.items() if key[0] in functions.SYSTEM_SCHEMAS]
+    assert len(system) > 2000
+    for (schema, name), fs in system:
+        qualified = f"{schema}.{name}"
+        for nargs in (0, 1, 2, 3):
+            assert functions.classes_of(catalog, qualified, nargs) == functions.classes_of(
+                by_name_only, qualified, nargs
+            ), qualified
+        for f in fs:
+            assert functions.built_in(f), f
+            if f.language in ("internal", "c") and functions.classes_of(by_name_only, qualified):
+                assert name in functions.SYMBOL_NAMES.get(f.symbol or "", ()), f
 
 
 def test_fetch_catalog_connects_with_the_upstream_configuration(upstream: Upstream) -> None:

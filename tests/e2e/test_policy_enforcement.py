@@ -55,6 +55,9 @@ REFUSED = [
     ("ALTER TABLE customers ADD COLUMN x int", "protected_ddl"),
     ("EXPLAIN ANALYZE DELETE FROM customers", "protected_writes"),
     ("SET client_encoding = 'LATIN1'", "session_settings"),
+    ("SELECT id FROM customers ORDER BY phone", "pii_inference"),
+    ("SELECT id FROM customers WHERE phone LIKE '090%'", "pii_inference"),
+    ("SELECT email, count(*) FROM customers GROUP BY 1", "pii_inference"),
 ]  # fmt: skip
 
 
@@ -127,6 +130,9 @@ def test_unparseable_sql_is_refused_by_sekisho_with_42601(
 LEGITIMATE = [
     "SELECT count(*) FROM customers",
     "SELECT name, phone FROM customers WHERE id = 5",
+    "SELECT * FROM customers WHERE email = 'x@example.com'",
+    "SELECT id FROM customers WHERE phone IN ('090-0000-0000', '080-0000-0000') ORDER BY id",
+    "SELECT c.id, count(o.id) FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY 1 ORDER BY 2",
     "SELECT c.id, o.amount FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.id = 7",
     "EXPLAIN SELECT * FROM customers WHERE id = 1",
     "VACUUM customers",
@@ -146,6 +152,30 @@ def test_legitimate_maintenance_work_stays_allowed(
     contractor: psycopg.Connection[tuple[object, ...]], sql: str
 ) -> None:
     contractor.execute(sql)
+
+
+def test_masked_pii_may_be_looked_up_exactly_but_not_sorted_by(
+    contractor: psycopg.Connection[tuple[object, ...]], upstream: Upstream
+) -> None:
+    with psycopg.connect(upstream.conninfo(), autocommit=True) as direct:
+        row = direct.execute("SELECT id, phone, email FROM customers WHERE id = 42").fetchone()
+    assert row is not None
+    customer, phone, email = row
+    found = contractor.execute("SELECT id FROM customers WHERE phone = %s", (phone,)).fetchall()
+    assert (customer,) in found
+    by_email = contractor.execute("SELECT id FROM customers WHERE email = ANY(%s)", ([email],)).fetchall()
+    assert (customer,) in by_email
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as caught:
+        contractor.execute("SELECT id FROM customers ORDER BY phone LIMIT 5")
+    diag = caught.value.diag
+    assert diag.message_primary == (
+        "Sekisho policy refuses the PII column public.customers.phone in ORDER BY for contractor "
+        "(rule pii_inference)"
+    )
+    assert "look the customer up by id or by an exact value" in (diag.message_hint or "")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):  # a prefix test, one digit at a time
+        contractor.execute("SELECT id FROM customers WHERE phone LIKE %s", (phone[:3] + "%",))
+    assert contractor.execute("SELECT count(*) FROM customers").fetchone() == (2000,)
 
 
 def test_psql_catalog_commands_pass_for_restricted_people(gateway: Gateway, upstream: Upstream) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pglast.parser import normalize
 
 from policy.analysis import statements as statements_module
 from policy.analysis.builtins import words
 from policy.analysis.names import parse_qualified, quote_identifier, search_path_schemas
 from policy.analysis.statements import StatementWalker
-from policy.analyze import analyze
+from policy.analyze import Budget, analyze
 from policy.catalog import MATVIEW, TABLE, VIEW, Catalog, Function, Relation
 from policy.facts import (
     Access,
@@ -25,6 +26,8 @@ from policy.facts import (
     ColumnUse,
     CopyFacts,
     CopyTarget,
+    FetchDirection,
+    FetchFacts,
     FunctionClass,
     OutputColumn,
     StatementFacts,
@@ -906,6 +909,149 @@ def test_group_by_position_and_grouping_sets() -> None:
     assert cols(stmt, Clause.GROUP) == {"customers.email", "customers.phone", "customers.address"}
 
 
+# ---------------------------------------------------------------------- exact comparisons
+
+
+def compared(stmt: StatementFacts, clause: Clause) -> dict[str, set[str]]:
+    """Columns used in one clause, by how they are compared ('none', 'value', 'column')."""
+    out: dict[str, set[str]] = {}
+    for c in stmt.columns:
+        if c.clause == clause:
+            out.setdefault(c.equality.value, set()).add(_col(c.relation[0], c.relation[1], c.column))
+    return out
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "phone = '090-1234-5678'",
+        "phone = $1",
+        "'090-1234-5678' = phone",
+        "(phone) = lower($1) || 'x'",
+        "phone IN ('a', 'b')",
+        "phone NOT IN ('a', 'b')",
+        "phone <> 'a'",
+        "phone != 'a'",
+        "phone = ANY($1)",
+        "phone = ANY('{a,b}')",
+        "phone <> ALL(ARRAY['a'])",
+        "phone IS NULL",
+        "phone IS NOT NULL",
+        "phone IS DISTINCT FROM 'a'",
+        "phone IS NOT DISTINCT FROM $1",
+        "phone OPERATOR(pg_catalog.=) 'a'",
+        "(phone, id) = ('a', 1)",
+        "(phone, id) IN (('a', 1), ('b', 2))",
+        "NOT (phone = 'a')",
+        "phone IN (SELECT 'a')",
+        "'a' IN (SELECT phone FROM customers)",
+        "(SELECT phone FROM customers WHERE id = 1) = 'a'",
+    ],
+)
+def test_exact_value_lookups_are_marked(condition: str) -> None:
+    stmt = one(f"SELECT id FROM customers WHERE {condition}")
+    assert compared(stmt, Clause.WHERE)["value"] >= {"customers.phone"}
+    assert "customers.phone" not in compared(stmt, Clause.WHERE).get("none", set())
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "phone LIKE '090%'",
+        "phone NOT LIKE '090%'",
+        "phone ILIKE '090%'",
+        "phone SIMILAR TO '090%'",
+        "phone ~ '^090'",
+        "phone > '0'",
+        "phone <= $1",
+        "phone BETWEEN '0' AND '1'",
+        "left(phone, 3) = '090'",
+        "substring(phone from 1 for 3) = '090'",
+        "phone::varchar(3) = '090'",
+        "phone::text = 'a'",
+        "phone COLLATE \"C\" = 'a'",
+        "phone || '' = 'a'",
+        "(customers.*)::text = 'a'",
+        "phone OPERATOR(public.=) 'a'",
+        "phone = 'a' || substring(phone from 2)",
+        "'a' < ANY (SELECT phone FROM customers)",
+        "(SELECT upper(phone) FROM customers LIMIT 1) = 'A'",
+        "CASE phone WHEN 'a' THEN true END",
+    ],
+)
+def test_patterns_ranges_casts_and_functions_are_not_exact(condition: str) -> None:
+    stmt = one(f"SELECT id FROM customers WHERE {condition}")
+    assert "customers.phone" in compared(stmt, Clause.WHERE)["none"]
+
+
+def test_columns_compared_with_columns_are_join_conditions() -> None:
+    stmt = one(
+        "SELECT 1 FROM customers c JOIN orders o ON o.customer_id = c.id AND c.phone LIKE o.status "
+        "JOIN archive.customers a USING (email) "
+        "WHERE c.name = a.name AND o.status IN (SELECT phone FROM customers) AND c.address = $1"
+    )
+    assert compared(stmt, Clause.JOIN) == {
+        "column": {"orders.customer_id", "customers.id", "customers.email", "archive.customers.email"},
+        "none": {"customers.phone", "orders.status"},
+    }
+    assert compared(stmt, Clause.WHERE) == {
+        "column": {"customers.name", "archive.customers.name", "orders.status", "customers.phone"},
+        "value": {"customers.address"},
+    }
+
+
+def test_exact_lookups_through_subqueries_ctes_and_set_operations() -> None:
+    stmt = one(
+        "WITH c AS (SELECT id, email, upper(phone) AS p FROM customers) "
+        "SELECT * FROM (SELECT phone FROM customers UNION ALL SELECT name FROM archive.customers) u, c "
+        "WHERE u.phone = 'a' AND c.email = $1 AND c.p = 'B'"
+    )
+    assert compared(stmt, Clause.WHERE) == {
+        "value": {"customers.phone", "archive.customers.name", "customers.email"},
+        "none": {"customers.phone"},  # c.p is upper(phone): not the value itself
+    }
+
+
+def test_duplicate_removal_uses_every_result_column() -> None:
+    assert cols(one("SELECT DISTINCT name, id FROM customers"), Clause.DISTINCT) == {
+        "customers.name",
+        "customers.id",
+    }
+    assert cols(one("SELECT name FROM customers UNION SELECT status FROM orders"), Clause.DISTINCT) == {
+        "customers.name",
+        "orders.status",
+    }
+    for op in ("INTERSECT", "EXCEPT"):
+        stmt = one(f"SELECT email FROM customers {op} SELECT 'a'")
+        assert cols(stmt, Clause.DISTINCT) == {"customers.email"}, op
+    assert (
+        cols(one("SELECT name FROM customers UNION ALL SELECT status FROM orders"), Clause.DISTINCT) == set()
+    )
+    assert cols(one("SELECT count(DISTINCT phone) FROM customers"), Clause.DISTINCT) == set()
+
+
+def test_expressions_that_decide_how_many_rows_return_are_limit_uses() -> None:
+    stmt = one("SELECT id FROM customers LIMIT (SELECT length(phone) FROM customers WHERE id = 1)")
+    assert cols(stmt, Clause.LIMIT) == {"customers.phone"}
+    assert compared(stmt, Clause.WHERE) == {"value": {"customers.id"}}
+    stmt = one("SELECT generate_series(1, ascii(phone)), unnest(ARRAY[name]) FROM customers")
+    assert cols(stmt, Clause.LIMIT) == {"customers.phone"}
+    stmt = one("SELECT * FROM customers c, regexp_split_to_table(c.address, ' ') AS part")
+    assert cols(stmt, Clause.LIMIT) == {"customers.address"}
+    stmt = one("SELECT * FROM orders TABLESAMPLE BERNOULLI ((SELECT length(email) FROM customers LIMIT 1))")
+    assert cols(stmt, Clause.LIMIT) == {"customers.email"}
+    assert cols(one("SELECT unnest(array_agg(email)) FROM customers"), Clause.LIMIT) == set()
+    assert cols(one("SELECT * FROM upper((SELECT email FROM customers LIMIT 1))"), Clause.LIMIT) == set()
+
+
+def test_predicates_in_the_select_list_are_outputs() -> None:
+    stmt = one(
+        "SELECT CASE WHEN phone LIKE '090%' THEN 1 END, count(*) FILTER (WHERE email > '') FROM customers"
+    )
+    assert cols(stmt, Clause.OUTPUT) == {"customers.phone"}
+    assert cols(stmt, Clause.WHERE) == {"customers.email"}  # FILTER chooses the rows aggregated
+
+
 def test_select_star_expands_against_the_catalog() -> None:
     stmt = one("SELECT * FROM customers")
     assert [o.name for o in stmt.outputs or ()] == list(CUSTOMERS)
@@ -1439,6 +1585,43 @@ def test_cursors_declare_fetch_move_close() -> None:
     assert (close.command, close.prepared_name) == ("close", "c")
 
 
+F, B = FetchDirection.FORWARD, FetchDirection.BACKWARD
+
+
+@pytest.mark.parametrize(
+    ("sql", "fetch"),
+    [
+        ("FETCH c", FetchFacts(F, 1)),
+        ("FETCH NEXT FROM c", FetchFacts(F, 1)),
+        ("FETCH 5 FROM c", FetchFacts(F, 5)),
+        ("FETCH FORWARD 5 IN c", FetchFacts(F, 5)),
+        ("FETCH ALL FROM c", FetchFacts(F, None)),
+        ("FETCH FORWARD ALL FROM c", FetchFacts(F, None)),
+        ("FETCH 2147483647 FROM c", FetchFacts(F, 2147483647)),  # the largest count, not ALL
+        ("FETCH 0 FROM c", FetchFacts(F, 0)),  # the current row again
+        ("FETCH BACKWARD 3 FROM c", FetchFacts(B, 3)),
+        ("FETCH BACKWARD ALL FROM c", FetchFacts(B, None)),
+        ("FETCH PRIOR FROM c", FetchFacts(B, 1)),
+        ("FETCH -3 FROM c", FetchFacts(B, 3)),  # PostgreSQL reverses a negative count
+        ("FETCH BACKWARD -3 FROM c", FetchFacts(F, 3)),
+        ("FETCH ABSOLUTE 1000000 FROM c", FetchFacts(FetchDirection.ABSOLUTE, 1000000)),
+        ("FETCH LAST FROM c", FetchFacts(FetchDirection.ABSOLUTE, -1)),
+        ("FETCH RELATIVE -2 FROM c", FetchFacts(FetchDirection.RELATIVE, -2)),
+        ("MOVE ALL FROM c", FetchFacts(F, None)),
+    ],
+)
+def test_fetch_direction_and_count_as_postgresql_runs_them(sql: str, fetch: FetchFacts) -> None:
+    stmt = one(sql)
+    assert (stmt.prepared_name, stmt.fetch) == ("c", fetch)
+
+
+def test_fetch_counts_survive_normalization() -> None:
+    """Analyses are cached by normalized text; the relay lowers FETCH counts from the cached facts,
+    so a count must never be replaced by $n (a FETCH 5 would then run as a cached FETCH ALL)."""
+    assert normalize("FETCH 5 FROM c") == "FETCH 5 FROM c"
+    assert len({normalize(f"FETCH {n} FROM c") for n in ("5", "6", "ALL", "BACKWARD 5")}) == 4
+
+
 def test_fetch_from_a_cursor_declared_elsewhere() -> None:
     stmt = one("FETCH ALL FROM elsewhere")
     assert (stmt.prepared_name, stmt.returns_rows, stmt.outputs, stmt.unanalyzable) == (
@@ -1826,6 +2009,37 @@ def test_too_deep_nesting_is_unanalyzable_not_an_exception() -> None:
     assert analysis.error is not None or analysis.statements[0].unanalyzable is not None
 
 
+def test_a_string_over_the_size_budget_is_unanalyzable_without_parsing() -> None:
+    budget = Budget(max_bytes=4096, seconds=10)
+    sql = "SELECT name FROM customers WHERE id IN (" + ",".join(map(str, range(2000))) + ")"
+    analysis = analyze(sql, CATALOG, ("public",), budget)
+    assert len(analysis.statements) == 1
+    reason = analysis.statements[0].unanalyzable
+    assert reason is not None
+    assert "more than the 4,096 bytes" in reason
+    assert "limits.max_statement_bytes" in reason
+    assert not analysis.cacheable
+    # Multi-byte characters count as their UTF-8 bytes, not as characters.
+    wide = "SELECT '" + "送" * 1400 + "'"  # 1,400 characters, 4,209 bytes
+    assert analyze(wide, CATALOG, ("public",), budget).statements[0].unanalyzable is not None
+    assert analyze(wide[:1000] + "'", CATALOG, ("public",), budget).statements[0].unanalyzable is None
+
+
+def test_a_string_over_the_time_budget_refuses_what_was_not_established() -> None:
+    budget = Budget(max_bytes=1 << 30, seconds=0.05)
+    slow = "SELECT name FROM customers WHERE id IN (" + ",".join(map(str, range(200_000))) + ")"
+    analysis = analyze(f"SELECT 1; {slow}; SELECT 2", CATALOG, ("public",), budget)
+    reasons = [s.unanalyzable for s in analysis.statements]
+    assert len(reasons) == 3
+    assert reasons[1] is not None
+    assert "limits.analysis_seconds" in reasons[1]
+    assert reasons[2] is not None  # nothing after the deadline is walked
+    assert not analysis.cacheable
+    # The same string without a budget is analyzed in full.
+    unbounded = analyze(f"SELECT 1; {slow}; SELECT 2", CATALOG)
+    assert [s.unanalyzable for s in unbounded.statements] == [None, None, None]
+
+
 def test_multi_statement_strings_get_one_fact_each() -> None:
     statements = run("SELECT 1; DELETE FROM customers; SET ROLE admin;;").statements
     assert [s.command for s in statements] == ["select", "delete", "set"]
@@ -1905,3 +2119,23 @@ def test_never_fails_internally_on_sql_token_soup(start: str, soup: str) -> None
     assert isinstance(analysis, Analysis)
     for stmt in analysis.statements:
         assert not (stmt.unanalyzable or "").startswith("analysis failed"), stmt.unanalyzable
+
+
+@pytest.mark.parametrize(
+    ("sql", "params"),
+    [
+        ("EXECUTE p", ()),
+        ("EXECUTE p(5, 'x', NULL, -1, 1.5, true)", ("5", "x", None, "-1", "1.5", "true")),
+        ("EXECUTE p(1::int)", None),
+        ("EXECUTE p(2 + 3)", None),
+        ("EXECUTE p(B'101')", None),
+        ("EXECUTE p(now())", None),
+    ],
+)
+def test_execute_records_its_arguments_when_all_are_plain_literals(
+    sql: str, params: tuple[str | None, ...] | None
+) -> None:
+    analysis = analyze(sql, CATALOG)
+    assert analysis.statements[0].execute_params == params
+    # Literal arguments are facts: the analysis is not shared with other literals.
+    assert analysis.cacheable == (not params)

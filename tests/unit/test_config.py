@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,15 @@ from gateway.config import (
     Config,
     ConfigError,
     Limits,
+    MaskingConfig,
     TLSConfig,
     UpstreamConfig,
     config_from_mapping,
     load_config,
+    load_token_key,
     parse_dsn,
 )
+from policy.analyze import Budget
 
 # --------------------------------------------------------------------------- parse_dsn
 
@@ -118,6 +123,7 @@ tls: {cert: tls/server.crt, key: tls/server.key, require_tls: true}
 admin: {host: 127.0.0.2, port: 6481}
 limits: {startup_timeout: 7, max_message_bytes: 1048576, max_clients: 50,
          drain_timeout: 2.5}
+masking: {token_key_file: keys/token.key}
 """
 
 
@@ -141,6 +147,7 @@ def test_load_full_example(tmp_path: Path) -> None:
         admin_port=6481,
         tls=TLSConfig(cert=tmp_path / "tls/server.crt", key=tmp_path / "tls/server.key", require_tls=True),
         limits=Limits(startup_timeout=7.0, max_message_bytes=1048576, max_clients=50, drain_timeout=2.5),
+        masking=MaskingConfig(token_key_file=tmp_path / "keys/token.key"),
     )
     assert isinstance(config.limits.startup_timeout, float)
 
@@ -159,6 +166,7 @@ def test_minimal_config_takes_defaults(tmp_path: Path) -> None:
     assert (config.host, config.port, config.admin_port) == ("127.0.0.1", 6432, 6480)
     assert config.tls == TLSConfig()
     assert config.limits == Limits()
+    assert config.masking == MaskingConfig()
 
 
 def test_upstream_as_a_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,6 +221,7 @@ def _error(data: Any) -> str:
         ({"tls": {"ca": "x"}}, "tls.ca"),
         ({"admin": {"token": "x"}}, "admin.token"),
         ({"upstream": {"host": "db", "passwd": "x"}}, "upstream.passwd"),
+        ({"masking": {"token_key": "x"}}, "masking.token_key"),
     ],
 )
 def test_unknown_keys_are_named_by_path(data: dict[str, Any], key: str) -> None:
@@ -236,6 +245,9 @@ def test_unknown_keys_are_named_by_path(data: dict[str, Any], key: str) -> None:
         ({"limits": [1, 2]}, "limits: expected a mapping, got list"),
         ({"listen": "0.0.0.0:6432"}, "listen: expected a mapping, got str"),
         (["upstream"], "configuration: expected a mapping, got list"),
+        ({"masking": "SEKISHO_TOKEN_KEY"}, "masking: expected a mapping, got str"),
+        ({"masking": {"token_key_env": 1}}, "masking.token_key_env: expected str, got int 1"),
+        ({"masking": {"token_key_file": ["a"]}}, "masking.token_key_file: expected str, got list"),
     ],
 )
 def test_wrong_types(data: Any, message: str) -> None:
@@ -271,13 +283,35 @@ def test_null_is_not_a_value_for_keys_with_a_default(data: dict[str, Any], key: 
         ({"limits": {"drain_timeout": -1}}, "limits: timeouts must be positive"),
         ({"limits": {"max_message_bytes": 1023}}, "limits: max_message_bytes must be at least 1024"),
         ({"limits": {"max_clients": 0}}, "limits: max_message_bytes must be at least 1024 and max_clients"),
+        ({"limits": {"analysis_seconds": 0}}, "limits: timeouts must be positive"),
+        ({"limits": {"max_statement_bytes": 100}}, "limits.max_statement_bytes: must be at least 1024"),
         ({"upstream": {"sslmode": "always"}}, "upstream.sslmode: expected one of"),
         ({"upstream": {"port": 70000}}, "upstream.port: expected 1-65535, got 70000"),
         ({"upstream": "postgresql://db/app?sslmode=bogus"}, "upstream.sslmode: expected one of"),
+        (
+            {"masking": {"token_key_env": "K", "token_key_file": "k"}},
+            "masking: give token_key_env or token_key_file, not both",
+        ),
+        ({"masking": {"token_key_env": ""}}, "masking.token_key_env: expected the name of an environment"),
+        ({"masking": {"token_key_file": ""}}, "masking.token_key_file: expected a file name"),
     ],
 )
 def test_invalid_values(data: dict[str, Any], message: str) -> None:
     assert _error(data).startswith(message)
+
+
+def test_analysis_budget_comes_from_limits() -> None:
+    config = config_from_mapping(
+        {
+            "upstream": "postgresql://db/app",
+            "users_file": "u",
+            "policy": "p.yaml",
+            "limits": {"max_statement_bytes": 65536, "analysis_seconds": 0.5},
+        },
+        base=Path(),
+    )
+    assert config.limits.budget == Budget(65536, 0.5)
+    assert Limits().budget == Budget()
 
 
 def test_missing_upstream_and_users_file() -> None:
@@ -334,3 +368,114 @@ def test_example_in_the_module_docstring_loads(tmp_path: Path) -> None:
     config = config_from_mapping(data, base=tmp_path)
     assert config.upstream.database == "customers"
     assert config.tls.cert == tmp_path / "server.crt"
+
+
+# --------------------------------------------------------------------------- masking: the token key
+
+
+def _masking_config(tmp_path: Path, masking: dict[str, Any] | None = None) -> Config:
+    data: dict[str, Any] = {"upstream": "postgresql://db/app", "users_file": "users.txt", "policy": "p.yaml"}
+    if masking is not None:
+        data["masking"] = masking
+    return config_from_mapping(data, base=tmp_path)
+
+
+def test_masking_section_is_parsed(tmp_path: Path) -> None:
+    assert _masking_config(tmp_path, {"token_key_env": "SEKISHO_TOKEN_KEY"}).masking == MaskingConfig(
+        token_key_env="SEKISHO_TOKEN_KEY"
+    )
+    relative = _masking_config(tmp_path, {"token_key_file": "secrets/token.key"}).masking
+    assert relative == MaskingConfig(token_key_file=tmp_path / "secrets/token.key")  # next to the config
+    absolute = _masking_config(tmp_path, {"token_key_file": "/etc/sekisho/token.key"}).masking
+    assert absolute.token_key_file == Path("/etc/sekisho/token.key")
+    assert _masking_config(tmp_path, {}).masking == MaskingConfig()
+    assert _masking_config(tmp_path).masking == MaskingConfig()
+
+
+def test_masking_config_reads_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The configuration names the source; only load_token_key reads it (at start-up).
+    monkeypatch.delenv("SEKISHO_TEST_TOKEN_KEY", raising=False)
+    _masking_config(tmp_path, {"token_key_env": "SEKISHO_TEST_TOKEN_KEY"})
+    _masking_config(tmp_path, {"token_key_file": "missing.key"})
+    _masking_config(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_token_key_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEKISHO_TEST_TOKEN_KEY", " " + "ab" * 16 + "\n")
+    config = _masking_config(tmp_path, {"token_key_env": "SEKISHO_TEST_TOKEN_KEY"})
+    assert load_token_key(config) == b"ab" * 16  # surrounding whitespace is not part of the key
+    assert list(tmp_path.iterdir()) == []  # no generated key
+
+
+def test_token_key_environment_bytes_need_not_be_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = bytes(range(128, 160))  # 32 bytes that are not UTF-8
+    monkeypatch.setitem(os.environb, b"SEKISHO_TEST_TOKEN_KEY", raw)
+    config = _masking_config(tmp_path, {"token_key_env": "SEKISHO_TEST_TOKEN_KEY"})
+    assert load_token_key(config) == raw
+
+
+def test_token_key_environment_variable_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEKISHO_TEST_TOKEN_KEY", raising=False)
+    config = _masking_config(tmp_path, {"token_key_env": "SEKISHO_TEST_TOKEN_KEY"})
+    with pytest.raises(ConfigError) as caught:
+        load_token_key(config)
+    assert str(caught.value) == (
+        "masking.token_key_env: environment variable SEKISHO_TEST_TOKEN_KEY is not set"
+    )
+
+
+def test_token_key_from_a_file(tmp_path: Path) -> None:
+    key = "0123456789abcdef" * 4
+    (tmp_path / "token.key").write_text(key + "\n")  # as `openssl rand -hex 32 > token.key` writes it
+    config = _masking_config(tmp_path, {"token_key_file": "token.key"})
+    assert load_token_key(config) == key.encode()
+
+
+def test_token_key_file_unreadable(tmp_path: Path) -> None:
+    config = _masking_config(tmp_path, {"token_key_file": "missing.key"})
+    with pytest.raises(ConfigError, match=r"^masking.token_key_file: cannot read .*missing.key"):
+        load_token_key(config)
+    assert not (tmp_path / "missing.key").exists()  # a named file is never created
+
+
+@pytest.mark.parametrize("key", ["", "short", "x" * 31, "  " + "x" * 30 + "\n\n"])
+def test_token_key_too_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv("SEKISHO_TEST_TOKEN_KEY", key)
+    (tmp_path / "token.key").write_text(key)
+    for masking, where in (
+        ({"token_key_env": "SEKISHO_TEST_TOKEN_KEY"}, "masking.token_key_env"),
+        ({"token_key_file": "token.key"}, "masking.token_key_file"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_token_key(_masking_config(tmp_path, masking))
+        assert str(caught.value).startswith(f"{where}: the token key must be at least 32 bytes")
+
+
+def test_token_key_generated_next_to_the_users_file(tmp_path: Path) -> None:
+    config = _masking_config(tmp_path)
+    key = load_token_key(config)
+    path = tmp_path / ".sekisho-token-key"
+    assert len(key) == 32
+    assert path.read_bytes() == key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_token_key(config) == key  # stable across restarts
+    assert not (tmp_path / ".sekisho-mock-secret").exists()  # its own file, not the mock secret's
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sekisho-token-key"]  # nothing left aside
+
+
+def test_generated_token_key_is_kept_when_present(tmp_path: Path) -> None:
+    existing = os.urandom(32)
+    (tmp_path / ".sekisho-token-key").write_bytes(existing)
+    assert load_token_key(_masking_config(tmp_path)) == existing
+
+
+def test_generated_token_key_unwritable(tmp_path: Path) -> None:
+    config = config_from_mapping(
+        {"upstream": "postgresql://db/app", "users_file": "no/such/dir/users.txt", "policy": "p.yaml"},
+        base=tmp_path,
+    )
+    with pytest.raises(ConfigError, match=r"^masking: .*\.sekisho-token-key: cannot write the token key"):
+        load_token_key(config)

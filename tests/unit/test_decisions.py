@@ -15,8 +15,9 @@ File format (sqlglot's fixture style, STYLE.md item 9)::
     -- user: contractor             who runs the cases below (until the next "-- user:")
     -- earlier: PREPARE p AS ...    optional: a string the session ran before this case (repeatable)
     -- expect: allow cap=100        allow [cap=N | nocap] [on_cap=error|truncate]
-    SELECT name FROM customers;     or deny RULE [sqlstate=XXXXX], RULE a key of RULE_CLASSES or
-                                    "syntax" (the SQLSTATE defaults to the one README documents);
+    SELECT name FROM customers;     or deny RULE [sqlstate=XXXXX], RULE a key of RULE_CLASSES,
+                                    "syntax", "pii_whole_row" or "pii_escape" (the SQLSTATE
+                                    defaults to the one README documents);
                                     the case is every line up to the next blank line
 
 Other comment lines between cases are prose. ``named`` is empty unless the case has ``earlier``
@@ -240,7 +241,8 @@ class Expectation:
             if len(flags) != 1 or set(options) - {"sqlstate"}:
                 raise ValueError(f"{where}: expected deny RULE [sqlstate=XXXXX], got {text!r}")
             rule = flags[0]
-            if rule not in RULE_CLASSES and rule != "syntax":
+            fixed = ("syntax", "pii_whole_row", "pii_escape", "pii_hidden")
+            if rule not in RULE_CLASSES and rule not in fixed:
                 raise ValueError(f"{where}: {rule!r} is not a rule class (nor syntax)")
             documented = {"syntax": SYNTAX_ERROR, "unanalyzable": UNANALYZABLE}.get(rule, POLICY_REFUSED)
             return cls(False, rule=rule, sqlstate=options.get("sqlstate", documented))

@@ -13,7 +13,18 @@ import policy.loader as loader_module
 from policy.catalog import TABLE, VIEW, Catalog, Relation
 from policy.errors import AnalysisError, PolicyError, PolicyInvalid, Problem
 from policy.loader import check_against_catalog, load_policy, load_policy_with_positions
-from policy.model import RULE_CLASSES, Access, Elevation, Mask, ProtectedTable, Role, TimeWindow, User
+from policy.model import (
+    DEFAULT_PII_USE,
+    PII_CHANNELS,
+    RULE_CLASSES,
+    Access,
+    Elevation,
+    Mask,
+    ProtectedTable,
+    Role,
+    TimeWindow,
+    User,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +49,7 @@ roles:
     allow: [protected_writes]
     writable: [public.orders]
     clear: [public.customers.email]
+    pii_use: {where: equality, join: equality, order_by: refuse, group_by: count}
     from: [127.0.0.1/32, 10.0.0.0/8]
     hours: ["Mon-Fri 07:00-22:00 Asia/Tokyo"]
   compliance_lead: {restricted: true, max_rows: 100}
@@ -133,6 +145,7 @@ def test_the_full_example_builds_the_expected_model() -> None:
             networks=(ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8")),
             hours=(TimeWindow(frozenset({1, 2, 3, 4, 5}), time(7), time(22), "Asia/Tokyo"),),
         ),
+        pii_use={**DEFAULT_PII_USE, "group_by": "count"},
     )
     assert policy.roles["compliance_lead"] == Role(name="compliance_lead", max_rows=100)
     assert policy.roles["break_glass"] == Role(name="break_glass", restricted=False)
@@ -179,6 +192,11 @@ def test_the_demo_policy_loads_cleanly_and_implements_the_demo_contract() -> Non
     assert maintenance.clear == frozenset()  # masked
     refused = {"copy_protected", "copy_server", "server_files", "large_objects"}
     assert not refused & maintenance.allow
+    # Exact lookups of masked PII, nothing that ranks, groups or pattern-matches it.
+    assert maintenance.pii_use == {
+        "where": "equality", "join": "equality", "group_by": "refuse", "order_by": "refuse",
+        "distinct": "refuse", "having": "refuse", "window": "refuse",
+    }  # fmt: skip
     assert all(role.restricted and not role.allow for role in policy.roles.values())
     assert policy.default_role is None  # people the policy does not name are refused
     assert {e.approvers for e in policy.elevations.values()} == {("compliance_lead",)}
@@ -220,6 +238,33 @@ def test_defaults_and_spellings() -> None:
     assert set(policy.users) == {"no", "yes"}
     assert policy.roles_of("no") == ()
     assert policy.elevations["e"].max_duration == timedelta(hours=1)
+
+
+def test_pii_use_defaults_and_the_one_value_form() -> None:
+    """A restricted role that does not say gets exact lookups only (fail closed, like a new rule
+    class); a mapping overrides the channels it names; one value sets every channel."""
+    policy = load_policy(
+        textwrap.dedent(
+            """\
+            version: 1
+            roles:
+              silent: {}
+              some: {pii_use: {order_by: count, where: allow}}
+              all_counted: {pii_use: count}
+              empty: {pii_use: }
+              free: {restricted: false}
+            """
+        ),
+        "p.yaml",
+    )
+    roles = policy.roles
+    assert roles["silent"].pii_use == DEFAULT_PII_USE == roles["empty"].pii_use
+    assert DEFAULT_PII_USE == {
+        "where": "equality", "join": "equality", "group_by": "refuse", "order_by": "refuse",
+        "distinct": "refuse", "having": "refuse", "window": "refuse",
+    }  # fmt: skip
+    assert roles["some"].pii_use == {**DEFAULT_PII_USE, "order_by": "count", "where": "allow"}
+    assert roles["all_counted"].pii_use == dict.fromkeys(PII_CHANNELS, "count")
 
 
 # --------------------------------------------------------------------------- the exception tree
@@ -420,6 +465,42 @@ REJECTIONS = [
     pytest.param(
         replaced("max_rows: 100\n  compliance", "clear: [orders.note]\n  compliance"),
         9, "roles.maintenance.clear[0]", "public.orders is not a protected table", id="clear-unprotected",
+    ),
+    pytest.param(
+        replaced("max_rows: 100\n  compliance", "pii_use: {where: equality, sort: refuse}\n  compliance"),
+        9, "roles.maintenance.pii_use.sort",
+        "unknown channel 'sort' (allowed: " + ", ".join(PII_CHANNELS) + ")", id="pii-use-channel",
+    ),
+    pytest.param(
+        replaced("max_rows: 100\n  compliance", "pii_use: {order_by: refus}\n  compliance"),
+        9, "roles.maintenance.pii_use.order_by",
+        "unknown value 'refus' (allowed: allow, count, equality, refuse); did you mean refuse?",
+        id="pii-use-value",
+    ),
+    pytest.param(
+        replaced("max_rows: 100\n  compliance", "pii_use: {group_by: equality}\n  compliance"),
+        9, "roles.maintenance.pii_use.group_by", "equality applies to where and join only, not to group_by",
+        id="pii-use-equality-channel",
+    ),
+    pytest.param(
+        replaced("max_rows: 100\n  compliance", "pii_use: equality\n  compliance"),
+        9, "roles.maintenance.pii_use", "equality applies to where and join only, not for every channel",
+        id="pii-use-equality-everywhere",
+    ),
+    pytest.param(
+        replaced("max_rows: 100\n  compliance", "pii_use: [where]\n  compliance"),
+        9, "roles.maintenance.pii_use", "expected a mapping of channels such as {where: equality",
+        id="pii-use-list",
+    ),
+    pytest.param(
+        replaced("max_rows: 100\n  compliance", "pii_use: {where: 1}\n  compliance"),
+        9, "roles.maintenance.pii_use.where", "unknown value '1'", id="pii-use-number",
+    ),
+    pytest.param(
+        replaced("  compliance_lead: {max_rows: 100}\n",
+                 "  compliance_lead: {restricted: false, pii_use: {order_by: refuse}}\n"),
+        10, "roles.compliance_lead.pii_use", "has no effect on an unrestricted role",
+        id="pii-use-unrestricted",
     ),
     pytest.param(
         replaced("version: 1", "version: 2"),

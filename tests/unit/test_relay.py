@@ -8,12 +8,15 @@ from collections.abc import Iterable
 import pytest
 
 from gateway.relay import SENTINEL, Relay
+from gateway.result_masks import maskers_for
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
 from gateway.wire.framing import Frame, FrameReader
 from policy.decision import Allow, Decision, Deny
 from policy.engine import Named
-from policy.facts import Analysis, StatementFacts
+from policy.facts import Analysis, FetchDirection, FetchFacts, StatementFacts
+from policy.masking import ColumnMask, ResultMask
+from policy.model import Mask
 
 DENY = Deny("copy_protected", "42501", "Sekisho policy refuses COPY of protected data", hint="ask")
 
@@ -301,6 +304,32 @@ def test_a_failed_prepare_cannot_loosen_an_existing_name() -> None:
     assert relay.statements["p"].allowance.row_cap == 100
 
 
+def test_a_stale_cursor_cannot_unmask_or_uncap_a_redefinition() -> None:
+    """Red-team finding: a DECLARE recorded for a string whose earlier statement failed never ran,
+    so PostgreSQL accepted a later DECLARE of the name, and FETCH used the stale record's masks
+    (none: clear PII) and budget. A redefinition with other masks now forgets the name; one with
+    the same masks keeps the budget with fewer rows left."""
+    stale = "SELECT 1/0; DECLARE c CURSOR WITH HOLD FOR SELECT 1"
+    masked = "DECLARE c CURSOR WITH HOLD FOR SELECT phone FROM customers"
+    capped = "DECLARE c CURSOR WITH HOLD FOR SELECT id FROM customers"
+    plan = ResultMask(1, (ColumnMask(0, Mask("phone"), derived=False, source="public.customers.phone"),))
+
+    def declare(sql: str) -> Analysis:
+        return facts(sql, rows=False, command="declare", name="c")
+
+    table: dict[str, tuple[Analysis, Decision]] = {
+        stale: (declare(stale), Allow()),
+        masked: (declare(masked), Allow(100, "max_rows", mask=plan, masks=(plan,), redact=True)),
+        capped: (declare(capped), Allow(100, "max_rows", redact=True)),
+    }
+    relay = Relay(Script(table), restricted=True, maskers=maskers_for(b"k" * 32))
+    send(relay, m.Query(stale).encode(), m.Query(masked).encode())
+    assert "c" not in relay.cursors
+    send(relay, m.Query(stale).encode(), m.Query(capped).encode())
+    assert relay.cursors["c"].budget.cap == 100
+    assert relay.cursors["c"].redact
+
+
 def test_a_query_inside_an_unfinished_extended_batch_is_refused() -> None:
     relay = Relay(Script({"SELECT 1": (facts("SELECT 1"), Allow())}), restricted=True)
     with pytest.raises(ProtocolViolation):
@@ -326,3 +355,312 @@ def test_a_driven_query_sends_the_clients_own_text_not_the_cached_analysis_text(
     relay = Relay(Script({sql: (cached, Allow(100, "max_rows"))}), restricted=True)
     send(relay, m.Query(sql).encode())
     assert upstream_got(relay)[0] == m.Parse("", sql, ())
+
+
+# ----------------------------------------------------------------------------- FETCH counts lowered
+
+F, B = FetchDirection.FORWARD, FetchDirection.BACKWARD
+DECLARE = "DECLARE c CURSOR FOR SELECT id FROM customers"
+
+
+def fetching(sql: str, direction: FetchDirection, count: int | None, *, cursor: str = "c") -> Analysis:
+    move = sql.upper().startswith("MOVE")
+    stmt = StatementFacts(sql, "FetchStmt", "move" if move else "fetch", returns_rows=not move,
+                          prepared_name=cursor, fetch=FetchFacts(direction, count))  # fmt: skip
+    return Analysis((stmt,))
+
+
+def with_cursor(
+    table: dict[str, tuple[Analysis, Decision]], cap: Allow, declare: str = DECLARE, name: str = "c"
+) -> Relay:
+    """A restricted relay in a transaction with cursor ``name`` declared under ``cap``."""
+    table = {declare: (facts(declare, rows=False, command="declare", name=name), cap), **table}
+    relay = Relay(Script(table), restricted=True)
+    send(relay, m.Query(declare).encode())
+    answer(relay, m.CommandComplete("DECLARE CURSOR").encode(), m.ReadyForQuery("T").encode())
+    relay.to_upstream.clear()
+    client_got(relay)
+    return relay
+
+
+def parsed(relay: Relay) -> list[str]:
+    return [x.sql for x in upstream_got(relay) if isinstance(x, m.Parse)]
+
+
+CAP = Allow(100, "max_rows of role maintenance")
+
+
+@pytest.mark.parametrize(
+    ("sql", "direction", "count", "sent"),
+    [
+        ("FETCH ALL FROM c", F, None, 'FETCH FORWARD 101 FROM "c"'),
+        ("FETCH FORWARD 1000000 FROM c", F, 1000000, 'FETCH FORWARD 101 FROM "c"'),
+        ("FETCH BACKWARD ALL FROM c", B, None, 'FETCH BACKWARD 101 FROM "c"'),
+        ("FETCH BACKWARD 5000 FROM c", B, 5000, 'FETCH BACKWARD 101 FROM "c"'),
+        ("FETCH -5000 FROM c", B, 5000, 'FETCH BACKWARD 101 FROM "c"'),  # analysis folds the sign
+        # Within what the budget can still release plus one: the client's own text.
+        ("FETCH 101 FROM c", F, 101, "FETCH 101 FROM c"),
+        ("FETCH BACKWARD 40 FROM c", B, 40, "FETCH BACKWARD 40 FROM c"),
+        ("FETCH c", F, 1, "FETCH c"),
+        # One row at most, wherever the position: never rewritten.
+        ("FETCH ABSOLUTE 1000000 FROM c", FetchDirection.ABSOLUTE, 1000000, "FETCH ABSOLUTE 1000000 FROM c"),
+        ("FETCH RELATIVE 5000 FROM c", FetchDirection.RELATIVE, 5000, "FETCH RELATIVE 5000 FROM c"),
+    ],
+)
+def test_a_capped_fetch_asks_postgresql_for_one_row_past_the_budget(
+    sql: str, direction: FetchDirection, count: int | None, sent: str
+) -> None:
+    relay = with_cursor({sql: (fetching(sql, direction, count), CAP)}, CAP)
+    send(relay, m.Query(sql).encode())
+    assert parsed(relay) == [sent]
+
+
+def test_move_is_never_rewritten() -> None:
+    move, fetch = "MOVE FORWARD ALL FROM c", "FETCH ALL FROM c"
+    table: dict[str, tuple[Analysis, Decision]] = {move: (fetching(move, F, None), CAP)}
+    both = f"{move}; {fetch}"
+    table[both] = (Analysis((*fetching(move, F, None).statements, *fetching(fetch, F, None).statements)), CAP)
+    relay = with_cursor(table, CAP)
+    send(relay, m.Query(move).encode())
+    assert upstream_got(relay) == [m.Query(move)]  # no rows: forwarded as it came
+    answer(relay, m.CommandComplete("MOVE 2000").encode(), m.ReadyForQuery("T").encode())
+    client_got(relay)
+    send(relay, m.Query(both).encode())  # driven (the FETCH returns rows): the MOVE keeps its text
+    assert parsed(relay) == [move, 'FETCH FORWARD 101 FROM "c"']
+
+
+def test_a_lowered_fetch_is_cut_with_a_notice_and_a_fetch_tag() -> None:
+    """What is left of the cursor's budget bounds the FETCH; the client sees what it saw before."""
+    fetch40, fetch_all = "FETCH 40 FROM c", "FETCH ALL FROM c"
+    table = {fetch40: (fetching(fetch40, F, 40), CAP), fetch_all: (fetching(fetch_all, F, None), CAP)}
+    relay = with_cursor(table, CAP)
+    send(relay, m.Query(fetch40).encode())
+    assert parsed(relay) == [fetch40]
+    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), ROWDESC,
+           *[row(str(i)) for i in range(40)], m.CommandComplete("FETCH 40").encode(),
+           m.ReadyForQuery("T").encode())  # fmt: skip
+    client_got(relay)
+    send(relay, m.Query(fetch_all).encode())
+    sent = upstream_got(relay)
+    assert sent[0] == m.Parse("", 'FETCH FORWARD 61 FROM "c"', ())
+    assert m.Execute("", 61) in sent
+    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), ROWDESC,
+           *[row(str(i)) for i in range(40, 101)], m.PortalSuspended().encode(),
+           m.ReadyForQuery("T").encode())  # fmt: skip
+    got = client_got(relay)
+    assert [x.values[0] for x in got if isinstance(x, m.DataRow)] == [str(i).encode() for i in range(40, 100)]
+    assert isinstance(got[-3], m.NoticeResponse)
+    assert "cut the result at 100 rows" in dict(got[-3].fields)["M"]
+    assert got[-2:] == [m.CommandComplete("FETCH 60"), m.ReadyForQuery("T")]
+
+
+def test_a_lowered_fetch_quotes_the_cursor_name() -> None:
+    declare = 'DECLARE "My ""odd"" cursor" CURSOR FOR SELECT id FROM customers'
+    sql = 'FETCH ALL FROM "My ""odd"" cursor"'
+    name = 'My "odd" cursor'
+    relay = with_cursor({sql: (fetching(sql, F, None, cursor=name), Allow(100, "max_rows"))},
+                        Allow(30, "max_rows"), declare, name)  # fmt: skip
+    send(relay, m.Query(sql).encode())
+    assert parsed(relay) == ['FETCH FORWARD 31 FROM "My ""odd"" cursor"']  # that cursor's budget
+
+
+def test_a_fetch_later_in_a_string_is_bounded_by_the_budget_left_when_it_is_sent() -> None:
+    select, fetch = "SELECT id FROM orders", "FETCH BACKWARD ALL FROM c"
+    sql = f"{select}; {fetch}"
+    analysis = Analysis((facts(select).statements[0], fetching(fetch, B, None).statements[0]))
+    relay = with_cursor({sql: (analysis, Allow(30, "max_rows"))}, CAP)
+    send(relay, m.Query(sql).encode())
+    assert parsed(relay) == [select, 'FETCH BACKWARD 31 FROM "c"']  # the string's own cap is 30
+
+
+def test_a_lowered_fetch_in_error_mode_still_fails_the_statement() -> None:
+    strict = Allow(10, "max_rows of role strict", "error")
+    sql = "FETCH ALL FROM c"
+    relay = with_cursor({sql: (fetching(sql, F, None), strict)}, strict)
+    send(relay, m.Query(sql).encode())
+    assert parsed(relay) == ['FETCH FORWARD 11 FROM "c"']
+    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), ROWDESC,
+           *[row(str(i)) for i in range(11)], m.PortalSuspended().encode())  # fmt: skip
+    assert upstream_got(relay) == [m.Parse("", SENTINEL, ()), m.Sync()]
+    got = client_got(relay)
+    assert sum(isinstance(x, m.DataRow) for x in got) == 10
+    assert isinstance(got[-1], m.ErrorResponse)
+    assert got[-1].sqlstate == "SK001"
+
+
+def test_a_prepared_fetch_binds_a_bounded_fetch_of_sekishos_own() -> None:
+    sql = "FETCH ALL FROM c"
+    relay = with_cursor({sql: (fetching(sql, F, None), CAP)}, CAP)
+    send(relay, m.Parse("s", sql, (23,)).encode(), m.Bind("p", "s", (0,), (b"7",)).encode(),
+         m.Describe("P", "p").encode(), m.Execute("p").encode(), m.Sync().encode())  # fmt: skip
+    assert upstream_got(relay) == [
+        m.Parse("s", sql, (23,)),  # the client's statement stays as it was prepared
+        m.Describe("S", "s"),  # fails, as the Bind would, if PostgreSQL does not hold "s"
+        m.Close("S", "sekisho.fetch"),
+        m.Parse("sekisho.fetch", 'FETCH FORWARD 101 FROM "c"', (23,)),
+        m.Bind("p", "sekisho.fetch", (0,), (b"7",)),
+        m.Close("S", "sekisho.fetch"),  # the portal keeps its plan; no client message can reach it
+        m.Describe("P", "p"),
+        m.Execute("p", 101),
+        m.Sync(),
+    ]
+    answer(relay, m.ParseComplete().encode(), m.ParameterDescription((23,)).encode(), ROWDESC,
+           m.CloseComplete().encode(), m.ParseComplete().encode(), m.BindComplete().encode(),
+           m.CloseComplete().encode(), ROWDESC, *[row(str(i)) for i in range(101)],
+           m.PortalSuspended().encode(), m.ReadyForQuery("T").encode())  # fmt: skip
+    got = client_got(relay)
+    assert [type(x).__name__ for x in got[:3]] == ["ParseComplete", "BindComplete", "RowDescription"]
+    assert sum(isinstance(x, m.DataRow) for x in got) == 100
+    assert isinstance(got[-3], m.NoticeResponse)
+    assert got[-2:] == [m.CommandComplete("FETCH 100"), m.ReadyForQuery("T")]
+    assert not relay.pending
+
+
+def test_a_prepared_fetch_is_bounded_by_the_cursor_it_reads_at_bind() -> None:
+    """A prepared FETCH outlives its cursor: prepared when c had nothing left, it must still get
+    a whole budget from the next transaction's c (a count fixed at Parse would give it one row)."""
+    sql = "FETCH ALL FROM c"
+    relay = with_cursor({sql: (fetching(sql, F, None), CAP)}, CAP)
+    relay.cursors["c"].budget.sent = 100
+    send(relay, m.Parse("s", sql).encode(), m.Bind("p", "s").encode(), m.Sync().encode())
+    assert 'FETCH FORWARD 1 FROM "c"' in parsed(relay)
+    answer(relay, m.ParseComplete().encode(), m.ParameterDescription(()).encode(), ROWDESC,
+           m.CloseComplete().encode(), m.ParseComplete().encode(), m.BindComplete().encode(),
+           m.CloseComplete().encode(), m.ReadyForQuery("I").encode())  # fmt: skip
+    assert [type(x).__name__ for x in client_got(relay)] == ["ParseComplete", "BindComplete", "ReadyForQuery"]
+    assert "c" not in relay.cursors  # the transaction ended
+    send(relay, m.Query(DECLARE).encode())
+    answer(relay, m.CommandComplete("DECLARE CURSOR").encode(), m.ReadyForQuery("T").encode())
+    relay.to_upstream.clear()
+    send(relay, m.Bind("p", "s").encode(), m.Sync().encode())
+    assert 'FETCH FORWARD 101 FROM "c"' in parsed(relay)
+
+
+def test_a_prepared_fetch_within_the_budget_binds_the_clients_statement() -> None:
+    sql = "FETCH 100 FROM c"
+    relay = with_cursor({sql: (fetching(sql, F, 100), CAP)}, CAP)
+    send(relay, m.Parse("s", sql).encode(), m.Bind("p", "s").encode(), m.Execute("p").encode(),
+         m.Sync().encode())  # fmt: skip
+    assert upstream_got(relay) == [m.Parse("s", sql), m.Bind("p", "s"), m.Execute("p", 101), m.Sync()]
+
+
+def test_a_bounded_bind_of_a_statement_postgresql_lacks_fails_as_the_bind_would() -> None:
+    sql = "FETCH ALL FROM c"
+    relay = with_cursor({sql: (fetching(sql, F, None), CAP)}, CAP)
+    send(relay, m.Parse("s", sql).encode(), m.Sync().encode())
+    answer(relay, m.ParseComplete().encode(), m.ReadyForQuery("T").encode())
+    client_got(relay)
+    send(relay, m.Bind("p", "s").encode(), m.Execute("p").encode(), m.Sync().encode())
+    upstream_got(relay)
+    missing = m.ErrorResponse(m.error_fields("ERROR", "26000", 'prepared statement "s" does not exist'))
+    answer(relay, missing.encode(), m.ReadyForQuery("E").encode())
+    assert client_got(relay) == [missing, m.ReadyForQuery("E")]
+    assert not relay.pending
+
+
+def test_a_redefinition_in_the_same_batch_binds_what_it_defines() -> None:
+    """Parse of an existing name fails upstream (42P05) and PostgreSQL then skips the rest of the
+    batch, the Bind included: so within one batch the Bind may follow the new definition."""
+    select, fetch = "SELECT id FROM customers", "FETCH ALL FROM c"
+    relay = with_cursor({select: (facts(select), CAP), fetch: (fetching(fetch, F, None), CAP)}, CAP)
+    send(relay, m.Parse("s", select).encode(), m.Parse("s", fetch).encode(), m.Bind("p", "s").encode())
+    got = upstream_got(relay)
+    assert got[:2] == [m.Parse("s", select), m.Parse("s", fetch)]
+    assert m.Bind("p", "sekisho.fetch") in got  # the bounded FETCH
+
+
+def test_a_bind_waits_for_the_answer_to_an_earlier_batchs_parse_of_its_statement() -> None:
+    """Across a Sync a failed Parse no longer takes the Bind with it: the Bind must run what
+    PostgreSQL kept, so it waits for the Parse's answer, then binds the statement that stands."""
+    select, fetch = "SELECT id FROM customers", "FETCH ALL FROM c"
+    relay = with_cursor({select: (facts(select), CAP), fetch: (fetching(fetch, F, None), CAP)}, CAP)
+    send(relay, m.Parse("s", select).encode(), m.Sync().encode())
+    answer(relay, m.ParseComplete().encode(), m.ReadyForQuery("T").encode())
+    relay.to_upstream.clear()
+    send(relay, m.Parse("s", fetch).encode(), m.Sync().encode(), m.Bind("p", "s").encode())
+    assert upstream_got(relay) == [m.Parse("s", fetch), m.Sync()]  # the Bind waits
+    duplicate = m.error_fields("ERROR", "42P05", 'prepared statement "s" already exists')
+    answer(relay, m.ErrorResponse(duplicate).encode())
+    assert upstream_got(relay)[-1] == m.Bind("p", "s")  # the SELECT PostgreSQL kept, not a FETCH
+    assert relay.statements["s"].fetch is None
+
+
+def test_sekishos_own_statement_names_are_never_recorded_for_a_client() -> None:
+    """Were a client's statement recorded as "sekisho.fetch", binding it would run a bounded FETCH
+    of Sekisho's under that statement's (perhaps uncapped) decision."""
+    sql = "SELECT 1"
+    relay = Relay(Script({sql: (facts(sql), Allow())}), restricted=True)
+    send(relay, m.Parse("sekisho.fetch", sql).encode(), m.Bind("q", "sekisho.fetch").encode(),
+         m.Execute("q").encode(), m.Sync().encode())  # fmt: skip
+    assert "sekisho.fetch" not in relay.statements
+    assert upstream_got(relay)[2] == m.Parse("sekisho.refused", SENTINEL, ())  # the Execute is refused
+
+
+def test_a_capped_sql_execute_with_literals_is_bound_with_a_row_limit() -> None:
+    """SQL EXECUTE would run the whole query upstream; binding the same prepared statement with
+    the literals' text lets Execute's limit stop it. Other arguments keep the SQL EXECUTE."""
+    literal, computed = "EXECUTE p(5, 'x', NULL)", "EXECUTE p(2 + 3, 'x', NULL)"
+
+    def execute(sql: str, params: tuple[str | None, ...] | None) -> Analysis:
+        stmt = StatementFacts(sql, "ExecuteStmt", "execute", returns_rows=True, prepared_name="p",
+                              execute_params=params)  # fmt: skip
+        return Analysis((stmt,))
+
+    cap = Allow(2, "max_rows of role maintenance")
+    table: dict[str, tuple[Analysis, Decision]] = {
+        literal: (execute(literal, ("5", "x", None)), cap),
+        computed: (execute(computed, None), cap),
+    }
+    relay = Relay(Script(table), restricted=True)
+    send(relay, m.Query(literal).encode())
+    assert upstream_got(relay) == [
+        m.Bind("", "p", (), (b"5", b"x", None), ()),
+        m.Describe("P", ""),
+        m.Execute("", 3),
+        m.Sync(),
+    ]
+    relay.to_upstream.clear()
+    send(relay, m.Query(computed).encode())
+    assert upstream_got(relay)[0] == m.Parse("", computed, ())
+
+
+def test_every_finished_string_and_execute_leaves_an_outcome() -> None:
+    """The session turns these into statement events: rows, bytes, errors, refusals, cuts."""
+    ok, bad, capped = "SELECT 1", "COPY customers TO STDOUT", "SELECT id FROM customers"
+    table: dict[str, tuple[Analysis, Decision]] = {
+        ok: (facts(ok), Allow()),
+        bad: (facts(bad, command="copy"), DENY),
+        capped: (facts(capped), Allow(1, "max_rows of role maintenance")),
+    }
+    relay = Relay(Script(table), restricted=True)
+    send(relay, m.Query(ok).encode())
+    answer(
+        relay,
+        ROWDESC,
+        row("1"),
+        row("2"),
+        m.CommandComplete("SELECT 2").encode(),
+        m.ReadyForQuery("I").encode(),
+    )
+    send(relay, m.Query(bad).encode())
+    answer(relay, SYNTAX, m.ReadyForQuery("I").encode())
+    send(relay, m.Query(capped).encode())
+    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), ROWDESC, row("1"), row("2"),
+           m.PortalSuspended().encode(), m.ReadyForQuery("I").encode())  # fmt: skip
+    first, second, third = relay.finished
+    assert (first.sql, first.rows, first.size, first.sqlstate, first.cut) == (
+        ok,
+        2,
+        2 * len(row("1")),
+        None,
+        False,
+    )
+    assert (second.sql, second.decision, second.rows, second.sqlstate) == (bad, DENY, 0, "42501")
+    assert (third.rows, third.cut) == (1, True)
+    # Extended protocol: one outcome per Execute, with the statement's text.
+    relay.finished.clear()
+    send(relay, m.Parse("", ok).encode(), m.Bind("", "").encode(), m.Execute("").encode(), m.Sync().encode())
+    answer(relay, m.ParseComplete().encode(), m.BindComplete().encode(), row("1"),
+           m.CommandComplete("SELECT 1").encode(), m.ReadyForQuery("I").encode())  # fmt: skip
+    (execute,) = relay.finished
+    assert (execute.sql, execute.rows) == (ok, 1)

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.users import ITERATIONS, UsersFileError, Verifier, load_users, set_password, valid_name
+import gateway.users as users_module
+from gateway.users import (
+    ITERATIONS,
+    UsersFileError,
+    Verifier,
+    load_or_create_secret,
+    load_users,
+    set_password,
+    valid_name,
+)
 
 
 def _proves(verifier: Verifier, password: str) -> bool:
@@ -194,3 +203,48 @@ def test_empty_password_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsersFileError, match="empty passwords"):
         set_password(path, "alice", "")
     assert not path.exists()
+
+
+# --------------------------------------------------------------------------- secrets kept in files
+
+
+def test_secret_is_created_once_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / ".sekisho-mock-secret"
+    secret = load_or_create_secret(path)
+    assert len(secret) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_secret(path) == secret
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # nothing left aside
+
+
+def test_secret_written_meanwhile_by_another_process_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two gateways starting together: the one that links its file first decides for both.
+    path = tmp_path / ".sekisho-token-key"
+    theirs = b"T" * 32
+
+    def racing_token_bytes(n: int) -> bytes:
+        path.write_bytes(theirs)  # the other process finishes between our read and our link
+        return b"O" * n
+
+    monkeypatch.setattr(users_module.secrets, "token_bytes", racing_token_bytes)
+    assert load_or_create_secret(path, "token key") == theirs
+    assert path.read_bytes() == theirs
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_truncated_secret_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / ".sekisho-token-key"
+    path.write_bytes(b"short")
+    secret = load_or_create_secret(path, "token key")
+    assert len(secret) == 32
+    assert path.read_bytes() == secret
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_secret_errors_name_the_secret(tmp_path: Path) -> None:
+    with pytest.raises(UsersFileError, match="cannot write the mock-verifier secret"):
+        load_or_create_secret(tmp_path / "missing-dir" / ".sekisho-mock-secret")
+    with pytest.raises(UsersFileError, match="cannot read the token key"):
+        load_or_create_secret(tmp_path, "token key")  # a directory, not a file

@@ -1,0 +1,290 @@
+"""Micro-benchmarks of masking (`python -m bench.micro`): no database, no sockets, one core.
+
+The masking workload (bench/masking.py) measures the whole path, where Sekisho shares two cores with
+pgbench and PostgreSQL. This separates what it cannot: each mask kind's own cost per cell
+(policy.masks), what ``StreamMask.data_row`` adds around the masks (reading the DataRow's values and
+encoding a new one), and what the relay's state machine spends per DataRow of a 100-row result when
+nothing is masked or capped, when the rows are only counted against a cap, and when they are
+masked too. The relay cases use a fixed decision, so they show per-row work, not analysis.
+
+Values are synthetic customers in the demo's formats (Japanese names and addresses, ASCII phone,
+email and card numbers). Each figure is the best of several repeats, the run least disturbed by
+the rest of a shared machine; cells/s is per core, since all of this runs on one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.relay import Relay
+from gateway.result_masks import StreamMask, _values, maskers_for
+from gateway.wire import messages as m
+from gateway.wire.framing import Frame, FrameReader
+from policy.decision import Allow, Decision
+from policy.engine import Named
+from policy.facts import Analysis, StatementFacts
+from policy.loader import load_policy
+from policy.masking import ColumnMask, ResultMask
+from policy.masks import masker
+from policy.model import Mask
+from tests.support import TEST_POLICY
+
+KEY = bytes(range(32))  # any 32-byte key: token costs the same whatever the key
+COLUMNS = ("name", "address", "phone", "email", "card_number")
+ROWS = 100  # per result, as in the masking workload
+
+_FAMILY = ("佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺", "山本", "中村", "小林", "加藤")
+_FAMILY_LATIN = ("sato", "suzuki", "takahashi", "tanaka", "ito", "watanabe", "yamamoto", "nakamura")
+_GIVEN = ("翔太", "陽菜", "蓮", "結衣", "大翔", "葵", "悠真", "さくら", "湊", "美咲")
+_GIVEN_LATIN = ("shota", "hina", "ren", "yui", "hiroto", "aoi", "yuma", "sakura", "minato", "misaki")
+_TOWNS = ("東京都新宿区西新宿", "大阪府大阪市北区梅田", "愛知県名古屋市中区栄", "福岡県福岡市博多区博多駅前")
+_DOMAINS = ("example.jp", "mail.example.co.jp", "example.ne.jp", "example.or.jp")
+_PREFIXES = ("090", "080", "070", "03", "06", "052")
+_FULL_WIDTH = {ord(c): ord(c) + 0xFEE0 for c in "0123456789-"}  # to U+FF10..FF19 and U+FF0D
+
+
+def customers(count: int, seed: int = 4) -> list[tuple[bytes, ...]]:
+    """``count`` rows of (name, address, phone, email, card_number), as PostgreSQL sends them."""
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(1, count + 1):
+        name = f"{rnd.choice(_FAMILY)} {rnd.choice(_GIVEN)}"
+        address = f"{rnd.choice(_TOWNS)}{rnd.randint(1, 5)}丁目{rnd.randint(1, 30)}番{rnd.randint(1, 20)}号"
+        phone = f"{rnd.choice(_PREFIXES)}-{rnd.randint(0, 9999):04}-{rnd.randint(0, 9999):04}"
+        email = f"{rnd.choice(_FAMILY_LATIN)}.{rnd.choice(_GIVEN_LATIN)}{i}@{rnd.choice(_DOMAINS)}"
+        card = f"4{rnd.randint(0, 10**15 - 1):015}"
+        rows.append(tuple(v.encode() for v in (name, address, phone, email, card)))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """One figure: ``run()`` does ``units`` of the thing measured (cells, rows or results)."""
+
+    label: str
+    run: Callable[[], object]
+    units: int
+
+
+def best_seconds(timers: Sequence[Timer], repeats: int) -> list[float]:
+    """Seconds per unit of each timer, the shortest of ``repeats`` timings. The repeats go round
+    every timer in turn, as the harness alternates targets: when the shared machine slows down for
+    a while, every figure has repeats outside that while, so the figures stay comparable."""
+    best = [float("inf")] * len(timers)
+    for _ in range(repeats):
+        for index, timer in enumerate(timers):
+            started = time.perf_counter()
+            timer.run()
+            best[index] = min(best[index], (time.perf_counter() - started) / timer.units)
+    return best
+
+
+# ----------------------------------------------------------------------------- per cell
+
+
+@dataclass(frozen=True, slots=True)
+class CellCase:
+    label: str
+    mask: Mask
+    column: int  # which sample column it masks
+    full_width: bool = False  # the values with full-width digits and dashes (the non-ASCII path)
+
+
+CELL_CASES = (
+    CellCase("full (name)", Mask("full"), 0),
+    CellCase("partial keep_first 3 (address, non-ASCII)", Mask("partial", keep_first=3), 1),
+    CellCase("partial keep_last 4 (email, ASCII)", Mask("partial", keep_last=4), 3),
+    CellCase("phone", Mask("phone"), 2),
+    CellCase("phone (full-width digits)", Mask("phone"), 2, full_width=True),
+    CellCase("email", Mask("email"), 3),
+    CellCase("card", Mask("card"), 4),
+    CellCase("token (email)", Mask("token"), 3),
+    CellCase("null", Mask("null"), 0),
+)
+
+
+def per_cell(rows: list[tuple[bytes, ...]], loops: int) -> list[Timer]:
+    """Each mask kind called through policy.masks.masker, per cell."""
+    out = []
+    for case in CELL_CASES:
+        values = [r[case.column] for r in rows]
+        if case.full_width:
+            values = [v.decode().translate(_FULL_WIDTH).encode() for v in values]
+        mask = masker(case.mask, KEY)
+
+        def run(mask: Callable[[bytes | None], bytes | None] = mask, values: list[bytes] = values) -> None:
+            for _ in range(loops):
+                for value in values:
+                    mask(value)
+
+        out.append(Timer(case.label, run, loops * len(values)))
+    return out
+
+
+# ----------------------------------------------------------------------------- per DataRow
+
+
+def policy_plan() -> ResultMask:
+    """The test policy's masks of the five customer columns, as masking.plan makes them for the
+    ``pii`` query of the masking workload (a direct column keeps its own kind)."""
+    policy = load_policy(TEST_POLICY, "tests/support.py")
+    pii = policy.tables["public", "customers"].pii
+    columns = tuple(
+        ColumnMask(i, pii[c], derived=False, source=f"public.customers.{c}") for i, c in enumerate(COLUMNS)
+    )
+    return ResultMask(len(COLUMNS), columns)
+
+
+def per_row(rows: list[tuple[bytes, ...]], loops: int) -> list[Timer]:
+    """StreamMask.data_row and its parts, per 5-column DataRow."""
+    plan = policy_plan()
+    maskers = maskers_for(KEY)
+    stream = StreamMask(plan, maskers)
+    bodies = [m.DataRow(r).encode()[5:] for r in rows]
+    column_maskers = [maskers.readable(c) for c in plan.columns]
+    cells = [list(r) for r in rows]
+
+    def data_row() -> None:
+        for _ in range(loops):
+            for body in bodies:
+                stream.data_row(body)
+
+    def read_values() -> None:
+        for _ in range(loops):
+            for body in bodies:
+                _values(body)
+
+    def masks_only() -> None:
+        for _ in range(loops):
+            for values in cells:
+                for index, mask in enumerate(column_maskers):
+                    mask(values[index])
+
+    def encode() -> None:
+        for _ in range(loops):
+            for values in cells:
+                m.DataRow(tuple(values)).encode()
+
+    count = loops * len(bodies)
+    return [
+        Timer("StreamMask.data_row (5 masked cells)", data_row, count),
+        Timer("  of which: read the values (_values)", read_values, count),
+        Timer("  of which: the 5 masks", masks_only, count),
+        Timer("  of which: encode the new DataRow", encode, count),
+    ]
+
+
+# ----------------------------------------------------------------------------- the relay, per result
+
+
+def _frame(raw: bytes) -> Frame:
+    return Frame(raw[:1], raw)
+
+
+def _check(relay: Relay, query: Frame, answers: list[Frame], *, masked: bool) -> None:
+    """The relay passes all 100 rows, masked only when it should be: else the figure is not the one
+    its label claims."""
+    relay.client_frame(query)
+    relay.to_upstream.clear()
+    for frame in answers:
+        relay.upstream_frame(frame)
+    reader = FrameReader()
+    reader.feed(b"".join(relay.to_client))
+    relay.to_client.clear()
+    sent = [f.raw for f in reader.read_all() if f.type == b"D"]
+    clear = [f.raw for f in answers if f.type == b"D"]
+    if len(sent) != ROWS or (sent == clear) == masked:
+        raise SystemExit(f"bench.micro: the relay sent {len(sent)} rows, masked: {sent != clear}")
+
+
+def per_result(rows: list[tuple[bytes, ...]], loops: int) -> list[Timer]:
+    """A 100-row simple-query result through Relay (client Query in, every upstream answer
+    through ``upstream_frame``), for three decisions on the same rows."""
+    sql = "SELECT name, address, phone, email, card_number FROM customers WHERE id BETWEEN 1 AND 100"
+    analysis = Analysis((StatementFacts(sql, "SelectStmt", "select", returns_rows=True),))
+    query = _frame(m.Query(sql).encode())
+    fields = tuple(m.FieldDescription(c, type_oid=25) for c in COLUMNS)
+    data = [_frame(m.DataRow(r).encode()) for r in rows[:ROWS]]
+    described = [_frame(m.RowDescription(fields).encode()), *data]
+    done = [_frame(m.CommandComplete(f"SELECT {ROWS}").encode()), _frame(m.ReadyForQuery("I").encode())]
+    # A capped simple query is driven as Parse/Bind/Describe/Execute/Sync: two more answers.
+    driven = [_frame(m.ParseComplete().encode()), _frame(m.BindComplete().encode())]
+    cases: list[tuple[str, Decision, bool]] = [
+        ("unrestricted: nothing masked or capped", Allow(), False),
+        ("restricted, capped at 100, nothing masked", Allow(100, "max_rows"), True),
+        (
+            "restricted, capped at 100, 5 columns masked",
+            Allow(100, "max_rows", masks=(policy_plan(),), redact=True),
+            True,
+        ),
+    ]
+    out = []
+    for label, decision, restricted in cases:
+
+        def decide(_sql: str, _named: Named, decision: Decision = decision) -> tuple[Analysis, Decision]:
+            return analysis, decision
+
+        relay = Relay(decide, restricted, maskers_for(KEY) if restricted else None)
+        answers = (driven if restricted else []) + described + done
+
+        def run(relay: Relay = relay, answers: list[Frame] = answers) -> None:
+            for _ in range(loops):
+                relay.client_frame(query)
+                relay.to_upstream.clear()
+                for frame in answers:
+                    relay.upstream_frame(frame)
+                relay.to_client.clear()
+
+        _check(relay, query, answers, masked=bool(decision.masks) if isinstance(decision, Allow) else False)
+        run()  # once unmeasured: the relay's first statement builds caches (maskers)
+        out.append(Timer(label, run, loops))
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9, help="timings per figure; the best is kept")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply the loop counts (0.1: a quick run)"
+    )
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.scale <= 0:
+        parser.error("--repeats and --scale must be positive")
+    loops = max(1, round(20 * args.scale))
+    rows = customers(1000)
+    cells, datarows = per_cell(rows, loops), per_row(rows, loops)
+    results = per_result(rows, max(1, round(100 * args.scale)))
+    best = iter(best_seconds([*cells, *datarows, *results], args.repeats))
+    print(f"bench.micro: Python {sys.version.split()[0]}, nproc {os.cpu_count()}, best of {args.repeats}")
+    print("\nper cell, policy.masks.masker(mask, key)(value):")
+    for timer in cells:
+        ns = next(best) * 1e9
+        print(f"  {timer.label:46} {ns:7.0f} ns/cell {1e9 / ns:12,.0f} cells/s")
+    print("\nper 5-column DataRow (the test policy's masks of name, address, phone, email, card_number):")
+    row_us = [next(best) * 1e6 for _ in datarows]
+    for timer, us in zip(datarows, row_us, strict=True):
+        print(f"  {timer.label:46} {us:7.2f} us/row")
+    print(f"  {'=> masked cells through StreamMask.data_row':46} {row_us[0] / 5 * 1000:7.0f} ns/cell"
+          f" {5e6 / row_us[0]:12,.0f} cells/s")  # fmt: skip
+    print(f"\nper {ROWS}-row simple-query result through gateway.relay.Relay (fixed decision):")
+    result_us = [next(best) * 1e6 for _ in results]
+    for timer, us in zip(results, result_us, strict=True):
+        print(f"  {timer.label:46} {us:7.1f} us/result {us / ROWS:6.2f} us/row")
+    extra = (result_us[2] - result_us[1]) / (ROWS * 5)
+    print(
+        f"  {'=> masking adds, per masked cell':46} {extra * 1000:7.0f} ns/cell {1e6 / extra:12,.0f} cells/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
