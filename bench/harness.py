@@ -55,6 +55,11 @@ SEKISHO = "sekisho"
 # The same gateway, as a restricted person (the test policy's maintenance role: every statement
 # analyzed, decided and capped at 100 rows): the full policy path.
 SEKISHO_RESTRICTED = "sekisho-maint"
+# The same two people through a second gateway whose audit trail goes durably to an audit database
+# on the bench's cluster (the first gateway records nothing: audit.log none, no database).
+SEKISHO_AUDITED = "sekisho+audit"
+SEKISHO_RESTRICTED_AUDITED = "sekisho-maint+audit"
+AUDIT_DATABASE = "sekisho_audit"
 
 
 @dataclass
@@ -270,7 +275,7 @@ def describe(run: Run) -> str:
     return line
 
 
-def measure(targets: list[Target], settings: Settings, gateway: Gateway) -> list[Run]:
+def measure(targets: list[Target], settings: Settings, gateways: list[Gateway]) -> list[Run]:
     """Every mode: rounds of (each target once, in order); progress is printed as runs finish."""
     runs: list[Run] = []
     for mode in settings.modes:
@@ -283,10 +288,11 @@ def measure(targets: list[Target], settings: Settings, gateway: Gateway) -> list
                 say(f"{mode:9} round {rnd}/{settings.rounds}  {target.name:22} {describe(run)}")
                 if run.error is not None:
                     say("    " + run.error.replace("\n", "\n    "))
-                    if gateway.process is not None and gateway.process.poll() is not None:
-                        raise RuntimeError(
-                            f"Sekisho exited ({gateway.process.returncode}):\n{gateway.log()[-3000:]}"
-                        )
+                    for gateway in gateways:
+                        if gateway.process is not None and gateway.process.poll() is not None:
+                            raise RuntimeError(
+                                f"Sekisho exited ({gateway.process.returncode}):\n{gateway.log()[-3000:]}"
+                            )
     return runs
 
 
@@ -395,6 +401,7 @@ def run_bench(settings: Settings) -> int:
     cluster: Cluster | None = None
     bouncer: PgBouncer | None = None
     gateway: Gateway | None = None
+    audited: Gateway | None = None
     try:
         say(f"bench: {settings.rounds} round(s) x {settings.duration} s, {settings.clients} clients, "
             f"-j {settings.threads}, modes {','.join(settings.modes)}, "
@@ -409,13 +416,18 @@ def run_bench(settings: Settings) -> int:
             masking.prepare(cluster.dsn(DATABASE))  # before Sekisho starts, so its catalog has the tables
         if selecting:
             bouncer = start_pgbouncer(out / "pgbouncer", cluster.port, DATABASE, settings.clients)
-        gateway = start_gateway(out / "sekisho", cluster.dsn(DATABASE))
+        gateway = start_gateway(out / "sekisho", cluster.dsn(DATABASE), audit={"log": "none"})
         assert gateway.process is not None
+        if selecting:
+            asyncio.run(ensure_database(cluster.dsn(), AUDIT_DATABASE))
+            audit = {"log": "none", "database": cluster.dsn(AUDIT_DATABASE)}
+            audited = start_gateway(out / "sekisho-audited", cluster.dsn(DATABASE), audit=audit)
         runs: list[Run] = []
         rows: list[Summary] = []
         if selecting:
             assert bouncer is not None
-            runs, rows = run_select(cluster, bouncer, gateway, settings)
+            assert audited is not None
+            runs, rows = run_select(cluster, bouncer, [gateway, audited], settings)
         masked: tuple[list[masking.MaskRun], list[masking.MaskSummary]] | None = None
         if "masking" in settings.workloads:
             masked = run_masking(cluster, gateway, settings)
@@ -432,6 +444,8 @@ def run_bench(settings: Settings) -> int:
     finally:
         if gateway is not None:
             gateway.stop()
+        if audited is not None:
+            audited.stop()
         if bouncer is not None:
             bouncer.stop()
         if cluster is not None:
@@ -439,10 +453,12 @@ def run_bench(settings: Settings) -> int:
 
 
 def run_select(
-    cluster: Cluster, bouncer: PgBouncer, gateway: Gateway, settings: Settings
+    cluster: Cluster, bouncer: PgBouncer, gateways: list[Gateway], settings: Settings
 ) -> tuple[list[Run], list[Summary]]:
-    """pgbench -S against every target, PgBouncer included."""
+    """pgbench -S against every target, PgBouncer included; ``gateways``: audit off, then on."""
+    gateway, audited = gateways
     assert gateway.process is not None
+    assert audited.process is not None
     no_prepared = "PgBouncer 1.18 does not track prepared statements in transaction pooling"
     targets = [
         Target(DIRECT, direct_env(cluster)),
@@ -455,12 +471,14 @@ def run_select(
         ),
         Target(SEKISHO, gateway.env("maint"), gateway.process.pid),
         Target(SEKISHO_RESTRICTED, gateway.env("contractor"), gateway.process.pid),
+        Target(SEKISHO_AUDITED, audited.env("maint"), audited.process.pid),
+        Target(SEKISHO_RESTRICTED_AUDITED, audited.env("contractor"), audited.process.pid),
     ]
     if settings.warmup:
         say(f"warm-up: {settings.warmup} s direct")
         with contextlib.suppress(pgbench.PgbenchError):
             pgbench.select_only(targets[0].env, "simple", settings.clients, settings.threads, settings.warmup)
-    runs = measure(targets, settings, gateway)
+    runs = measure(targets, settings, gateways)
     rows = summarize(runs, targets, settings.modes)
     say("")
     say(table(rows))

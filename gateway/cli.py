@@ -1,4 +1,4 @@
-"""The `sekisho` command: run | demo | passwd | policy check | explain.
+"""The `sekisho` command: run | demo | passwd | policy check | explain | audit verify | audit search.
 
 Errors a person can fix (a bad configuration, an unreadable users file, a missing PostgreSQL) are
 printed as one clear line and exit with status 2; nothing prints a traceback at them.
@@ -12,6 +12,8 @@ import getpass
 import sys
 from pathlib import Path
 
+from gateway.audit import cli as audit_cli
+from gateway.audit.search import SearchError
 from gateway.catalog import CatalogUnavailable, fetch_catalog
 from gateway.config import ConfigError, UpstreamConfig, load_config, parse_dsn
 from gateway.demo import DEMO_POLICY, install_sigterm_as_interrupt, run_demo
@@ -73,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     source = explain.add_mutually_exclusive_group()
     source.add_argument("--config", "-c", type=Path, help="use this configuration's policy and database")
     source.add_argument("--upstream", help="resolve names against this PostgreSQL (postgresql:// URL)")
+    audit_cli.add_parser(sub)
     return parser
 
 
@@ -214,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             return _passwd(args)
         if args.command == "policy":
             return _policy_check(args)
-    except (ConfigError, UsersFileError, ClusterError, PolicyInvalid, OSError) as exc:
+        if args.command == "audit":
+            return audit_cli.run(args)
+    except (ConfigError, UsersFileError, ClusterError, PolicyInvalid, OSError, SearchError) as exc:
         print(f"sekisho: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

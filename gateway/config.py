@@ -15,6 +15,9 @@ Example (every key but ``upstream`` and ``users_file`` has a default)::
     masking: {token_key_file: token.key}   # or {token_key_env: NAME}
     alarms: {feed: 1000, webhook: {url: "https://hooks.example/sekisho", timeout: 5, retries: 5,
              backoff: 1, queue: 1000}}
+    audit: {database: postgresql://sekisho_audit@127.0.0.1:5432/audit, log: stdout,
+            spool: audit-spool, spool_max_bytes: 1073741824, when_full: refuse_protected,
+            batch: 1000, sync_interval: 0.2, name: gw1}
 
 The upstream may also be a mapping (host, port, database, user, password or password_env,
 sslmode, sslrootcert, connect_timeout). Its password is service material: users never see it.
@@ -31,6 +34,7 @@ exponential backoff from ``backoff`` seconds, at most ``queue`` waiting (the old
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -133,6 +137,25 @@ class AlarmsConfig:
     feed: int = 1000  # alarms the admin API's feed keeps
 
 
+WHEN_FULL = ("refuse_protected", "refuse_all")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """Where the audit trail goes (``gateway.audit.trail``): the audit database (None: the audit log
+    only), the JSON-lines audit log (stdout, stderr, none, or a file), and the local spool that
+    holds what the database has not stored yet (None: ``.sekisho-audit`` by the users file)."""
+
+    database: str | None = None
+    log: str = "stdout"
+    spool: Path | None = None
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    when_full: str = "refuse_protected"  # or refuse_all
+    batch: int = 1000  # records per insert
+    sync_interval: float = 0.2  # seconds between fsyncs of the spool
+    name: str | None = None  # this gateway's name in chain names (default: host-port)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     upstream: UpstreamConfig
@@ -147,6 +170,7 @@ class Config:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -315,6 +339,7 @@ def config_from_mapping(data: Any, base: Path) -> Config:
     masking = _masking(root.section("masking"), base)
     quotas = _quotas(root.section("quotas"), base)
     alarms = _alarms(root.section("alarms"))
+    audit = _audit(root.section("audit"), base)
     root.done()
     return Config(
         upstream=upstream,
@@ -329,7 +354,43 @@ def config_from_mapping(data: Any, base: Path) -> Config:
         masking=masking,
         quotas=quotas,
         alarms=alarms,
+        audit=audit,
     )
+
+
+def _audit(sec: _Section, base: Path) -> AuditConfig:
+    database = sec.get("database", str, None)
+    target = sec.get("log", str, "stdout")
+    spool = sec.get("spool", str, None)
+    audit = AuditConfig(
+        database=database,
+        log=target if target in ("stdout", "stderr", "none") else str(base / target),
+        spool=(base / spool) if spool else None,
+        spool_max_bytes=sec.get("spool_max_bytes", int, 1024 * 1024 * 1024),
+        when_full=sec.get("when_full", str, "refuse_protected"),
+        batch=sec.get("batch", int, 1000),
+        sync_interval=sec.get("sync_interval", float, 0.2),
+        name=sec.get("name", str, None),
+    )
+    sec.done()
+    if database is not None:
+        try:
+            parse_dsn(database)
+        except ConfigError as exc:
+            raise ConfigError(f"audit.database: {exc}".replace("upstream: ", "")) from None
+    if target == "":
+        raise ConfigError("audit.log: expected stdout, stderr, none or a file name, got ''")
+    if audit.when_full not in WHEN_FULL:
+        raise ConfigError(f"audit.when_full: expected one of {', '.join(WHEN_FULL)}, got {audit.when_full!r}")
+    if audit.spool_max_bytes < 1024 * 1024:
+        raise ConfigError("audit.spool_max_bytes: must be at least 1048576 (1 MiB)")
+    if audit.batch < 1:
+        raise ConfigError("audit.batch: must be at least 1")
+    if not audit.sync_interval > 0:
+        raise ConfigError("audit.sync_interval: expected a positive number of seconds")
+    if audit.name is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", audit.name):
+        raise ConfigError(f"audit.name: expected letters, digits and _.:- (at most 64), got {audit.name!r}")
+    return audit
 
 
 def _quotas(sec: _Section, base: Path) -> QuotaConfig:

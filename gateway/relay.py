@@ -65,6 +65,9 @@ _CUT_HINT = "Narrow the query (a WHERE clause or LIMIT), or ask a compliance lea
 _MASKING_UNAVAILABLE = Deny("unanalyzable", UNANALYZABLE, "Sekisho cannot mask this result here")
 
 Decide = Callable[[str, Named], tuple[Analysis, Decision]]
+# The audit trail's word on running an allowed statement now (its text, analysis, allowance): a
+# refusal, or None once it is on the record (a simple Query, or a Bind of a prepared statement).
+Admit = Callable[[str, "Analysis | None", Allow], "Deny | None"]
 
 
 @dataclass(slots=True)
@@ -163,11 +166,20 @@ class Outcome:
     rows: int = 0  # rows that reached the client
     size: int = 0  # bytes of those rows
     sqlstate: str | None = None  # the first error's SQLSTATE
+    error: str | None = None  # its message, as the client got it (redacted where PII was touched)
     cut: bool = False  # a cap or quota cut the result
+    cut_by: str | None = None  # the rule whose cap or quota cut it
 
     def failed(self, body: bytes) -> None:
+        """The first error of the statement, from the ErrorResponse body the client was sent."""
         if self.sqlstate is None:
-            self.sqlstate = dict(m.ErrorResponse.decode(body).fields).get("C")
+            fields = dict(m.ErrorResponse.decode(body).fields)
+            self.sqlstate = fields.get("C")
+            self.error = fields.get("M")
+
+    def cut_at(self, budget: RowBudget) -> None:
+        self.cut = True
+        self.cut_by = budget.rule
 
 
 @dataclass(slots=True)
@@ -282,6 +294,7 @@ class Relay:
     restricted: bool
     maskers: Maskers | None = None  # None: nobody is masked in this session (unrestricted)
     quota: QuotaGate | None = None  # the person's row quotas, when the policy sets any
+    admit: Admit | None = None  # the audit trail's admission of each statement run
     quota_wait: bool = False  # a statement waits (behind the barrier) for the session to top up
     finished: list[Outcome] = field(default_factory=list)  # for the session to turn into events
     to_upstream: list[bytes] = field(default_factory=list)
@@ -461,6 +474,9 @@ class Relay:
         if isinstance(decision, Deny):
             self._refuse(decision, sql=sql)
             return
+        if self.admit is not None and (unaudited := self.admit(sql, analysis, decision)) is not None:
+            self._refuse(unaudited, sql=sql)
+            return
         claim = self._claim(decision) if analysis.returns_rows else None
         if claim is Need.TOP_UP:
             self._wait_for_quota(frame)
@@ -629,6 +645,10 @@ class Relay:
             self.to_upstream.append(frame.raw)
             return
         allowance = prepared.allowance
+        if self.admit is not None and (unaudited := self.admit(prepared.sql, prepared.analysis, allowance)):
+            self._refuse(unaudited, parse_name=_REFUSAL_STATEMENT, sql=prepared.sql)
+            self.discard_until_sync = True
+            return
         claim = self._claim(allowance)
         if claim is Need.TOP_UP:
             self._wait_for_quota(frame)
@@ -795,19 +815,20 @@ class Relay:
                     drive.outcome.rows += 1
                     drive.outcome.size += len(out)
             return
-        if kind == b"E" and drive.outcome is not None:
-            drive.outcome.failed(frame.body)
         if kind == b"E":
-            self.to_client.append(redact_error(frame.body) if drive.redact else frame.raw)
+            sent = redact_error(frame.body) if drive.redact else frame.raw
+            if drive.outcome is not None:
+                drive.outcome.failed(sent[5:])
+            self.to_client.append(sent)
             self._drive_finish(drive)
             return
         if kind in b"CsI":
             if drive.shape is not None:
                 drive.shape.next_statement()
             if drive.rows.cut or kind == b"s":
-                if drive.outcome is not None:
-                    drive.outcome.cut = True
                 budget = drive.rows.limiting()
+                if drive.outcome is not None:
+                    drive.outcome.cut_at(budget)
                 if budget.on_cap == "error":
                     self.to_client.append(self._cap_error(budget))
                     self.to_upstream.append(m.Parse("", SENTINEL, ()).encode())
@@ -881,12 +902,12 @@ class Relay:
             return
         rows, shape = cycle.rows, cycle.shape
         if rows is None and shape is None:
-            if outcome is not None and kind in b"DE":
-                if kind == b"D":
+            if outcome is not None and kind in b"DdE":
+                if kind != b"E":  # a row, or a COPY TO STDOUT row
                     outcome.rows += 1
                     outcome.size += len(frame.raw)
                 else:
-                    outcome.failed(frame.body)
+                    outcome.failed(redact_error(frame.body)[5:] if cycle.redact else frame.body)
             self.to_client.append(redact_error(frame.body) if kind == b"E" and cycle.redact else frame.raw)
             return
         if kind in b"Dd":
@@ -899,12 +920,12 @@ class Relay:
                     outcome.size += len(out)
             return
         if kind == b"E" and outcome is not None:
-            outcome.failed(frame.body)
+            outcome.failed(redact_error(frame.body)[5:] if cycle.redact else frame.body)
         if kind in b"CI" and shape is not None:
             shape.next_statement()
         if kind == b"C" and rows is not None and rows.cut:
             if outcome is not None:
-                outcome.cut = True
+                outcome.cut_at(rows.limiting())
             self.to_client.append(self._cut_notice(rows.limiting()))
             tag = m.CommandComplete.decode(frame.body).tag
             self.to_client.append(m.CommandComplete(_retag(tag, rows.released)).encode())
@@ -962,7 +983,8 @@ class Relay:
             return False
         self.pending.popleft()
         if step.outcome is not None:
-            step.outcome.cut = rows.cut
+            if rows.cut:
+                step.outcome.cut_at(rows.limiting())
             self.finished.append(step.outcome)
         if kind == b"C":
             self._settle(rows)  # the portal ran to its end
@@ -991,7 +1013,7 @@ class Relay:
         """An error ends the extended batch: PostgreSQL skips everything until Sync."""
         if step.outcome is not None:
             if step.refused is None:
-                step.outcome.failed(frame.body)
+                step.outcome.failed(redact_error(frame.body)[5:] if step.redact else frame.body)
             self.finished.append(step.outcome)
         if step.refused is not None:
             self.to_client.append(self._error(step.refused))

@@ -43,6 +43,13 @@ async def _serve(config: Config, on_ready: Callable[[], None] | None, worker: Wo
     alarms = AlarmHub(config.alarms)  # log, feed and webhook; the server's detector feeds it
     await alarms.start()
     server = Server(config, worker=worker, alarms=alarms)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # A SIGHUP that arrives while the server starts (it may already be listening) is kept for after.
+    reload_wanted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
     await server.start()
     admin: AdminAPI | None = None
     if config.admin_port is not None and (worker is None or worker.index == 0):
@@ -50,10 +57,8 @@ async def _serve(config: Config, on_ready: Callable[[], None] | None, worker: Wo
         await admin.start()
     if on_ready is not None:
         on_ready()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if reload_wanted.is_set():
+        server.reload_policy()
     loop.add_signal_handler(signal.SIGHUP, server.reload_policy)  # a broken file keeps the old policy
     await stop.wait()
     log.info("shutting_down")

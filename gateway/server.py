@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
+import hashlib
 import hmac
 import json
 import os
+import pwd
 import socket
 import ssl
 from collections import deque
@@ -23,8 +26,11 @@ import structlog
 from gateway import upstream
 from gateway.alarms import AlarmHub
 from gateway.analysis_pool import AnalysisPool
+from gateway.audit import records as audit_records
+from gateway.audit.spool import SpoolError
+from gateway.audit.trail import AuditTrail, AuditUnavailable
 from gateway.catalog import CatalogUnavailable, fetch_catalog
-from gateway.config import Config, load_token_key
+from gateway.config import Config, ConfigError, load_token_key
 from gateway.endpoint import Endpoint
 from gateway.gate import PolicyService
 from gateway.quota_store import open_store
@@ -43,6 +49,7 @@ from policy.model import Policy
 
 log = structlog.get_logger("sekisho.server")
 _DETECTOR_STATE = ".sekisho-detector.json"  # what detection learned, next to the users file
+_AUDIT_SPOOL = ".sekisho-audit"  # the audit spool's directory, next to the users file
 _RECENT_ALARMS = 1000  # alarms kept for tightening decisions
 
 
@@ -88,11 +95,26 @@ class _UsersCache:
 
 def read_policy(path: Path) -> Policy:
     """Load and validate the policy file (raises PolicyInvalid listing every problem)."""
+    return load_policy(read_policy_text(path), str(path))
+
+
+def read_policy_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyInvalid([Problem(str(path), None, "", f"cannot read the policy file: {exc}")]) from exc
-    return load_policy(text, str(path))
+
+
+def file_owner(path: Path) -> str:
+    """Who owns the policy file: the best a file reload can say about who changed it."""
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return "unknown"
+    try:
+        return f"file owner {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"file owner uid {uid}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +142,11 @@ class Server:
         self.worker = worker
         self.alarms = alarms
         self._cancel_listener: asyncio.Server | None = None
-        self.policy = PolicyService(read_policy(config.policy_file), Catalog.of([]), config.limits.budget)
+        self._policy_text = read_policy_text(config.policy_file)
+        self.policy = PolicyService(
+            load_policy(self._policy_text, str(config.policy_file)), Catalog.of([]), config.limits.budget
+        )
+        self.audit = self._audit_trail()
         self.analysis_pool = AnalysisPool()  # long statements are analyzed there, off the loop
         self.catalog_ready = False
         self._catalog_wanted = asyncio.Event()
@@ -164,12 +190,21 @@ class Server:
 
     def reload_policy(self) -> bool:
         """Re-read the policy file; a broken one never replaces the working one."""
+        text: str | None = None
         try:
-            policy = read_policy(self.config.policy_file)
+            text = read_policy_text(self.config.policy_file)
+            policy = load_policy(text, str(self.config.policy_file))
         except PolicyInvalid as exc:
-            log.error("policy_invalid_keeping_previous", problems=[str(p) for p in exc.problems])
+            problems = [str(p) for p in exc.problems]
+            log.error("policy_invalid_keeping_previous", problems=problems)
+            if text is not None:  # a file that was read but refused is a change attempt: on the record
+                with contextlib.suppress(AuditUnavailable):
+                    self._audit_policy(text, loaded=False, problems=problems)
             return False
         self.policy.replace(policy=policy)
+        with contextlib.suppress(AuditUnavailable):
+            self._audit_policy(text, loaded=True, problems=[])
+        self._policy_text = text
         self.detector.update(policy)
         log.info("policy_reloaded", path=str(self.config.policy_file), version=self.policy.version)
         return True
@@ -203,8 +238,33 @@ class Server:
             self._catalog_wanted.clear()
             await self._refresh_catalog()
 
+    def _audit_trail(self) -> AuditTrail:
+        """This process's audit chain, spooled by the users file unless configured elsewhere."""
+        audit = self.config.audit
+        spool = audit.spool or self.config.users_file.with_name(_AUDIT_SPOOL)
+        name = audit.name or f"{self.config.host}-{self.config.port}"
+        if self.worker is not None:
+            spool, name = spool / f"worker-{self.worker.index}", f"{name}-w{self.worker.index}"
+        return AuditTrail(audit, spool, name)
+
+    def _audit_policy(self, text: str, *, loaded: bool, problems: list[str]) -> None:
+        """A policy load or change on the audit trail: who, what changed, which version."""
+        before = self._policy_text.splitlines(keepends=True) if self.audit.statistics().accepted else []
+        diff = "".join(difflib.unified_diff(before, text.splitlines(keepends=True), "before", "after"))
+        self.audit.record(audit_records.policy_change(
+            changed_by=file_owner(self.config.policy_file), path=str(self.config.policy_file),
+            version=self.policy.version, sha256=hashlib.sha256(text.encode()).hexdigest(), diff=diff,
+            loaded=loaded, problems=problems,
+        ))  # fmt: skip
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        try:
+            self.audit.open()
+        except SpoolError as exc:
+            raise ConfigError(f"audit.spool: {exc}") from exc
+        await self.audit.start()
+        self._audit_policy(self._policy_text, loaded=True, problems=[])
         await self._refresh_catalog()
         self._catalog_task = loop.create_task(self._catalog_loop())
         if self._sock is not None:
@@ -356,6 +416,8 @@ class Server:
         if not alarms:
             return
         for alarm in alarms:
+            with contextlib.suppress(AuditUnavailable):
+                self.audit.record(audit_records.alarm(alarm.to_dict()))
             self._recent_alarms.append(alarm)
             if self.alarms is not None:
                 self.alarms.raise_(alarm)
@@ -429,6 +491,7 @@ class Server:
         await self.analysis_pool.close()
         await self.quota_store.close()
         self.save_detector()
+        await self.audit.stop()
 
 
 class _AcceptedEndpoint(Endpoint):

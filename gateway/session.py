@@ -31,6 +31,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway import console, startup_settings, upstream
+from gateway.analysis_pool import shape_of
+from gateway.audit import records
+from gateway.audit.trail import AuditUnavailable
 from gateway.auth import MECHANISM, AuthFailed, ScramServerExchange
 from gateway.endpoint import ConnectionClosed, Endpoint
 from gateway.gate import SessionGate, fingerprint
@@ -40,7 +43,7 @@ from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
 from gateway.wire.framing import Frame
 from policy.access import connection_refusal
-from policy.decision import UNANALYZABLE, Allow, Decision, Deny
+from policy.decision import AUDIT_UNAVAILABLE, UNANALYZABLE, Allow, Decision, Deny
 from policy.engine import Named
 from policy.events import ConnectionEvent, StatementEvent
 from policy.facts import Analysis
@@ -75,6 +78,7 @@ _CONSOLE_PARAMETERS = (
     ("DateStyle", "ISO, MDY"), ("integer_datetimes", "on"), ("standard_conforming_strings", "on"),
     ("application_name", ""), ("TimeZone", "UTC"),
 )  # fmt: skip
+_UNAUDITED = "Sekisho ended the session: the audit trail cannot record it"
 _LEXER_CHANGED = (
     "Sekisho ended the session: client_encoding or standard_conforming_strings changed to a value "
     "it does not analyze"
@@ -139,6 +143,9 @@ class Session:
         self._bytes_flushed = 0.0
         self._upstream_said_fatal = False
         self._ending = False
+        self._who: records.Who | None = None  # set once admitted: the session's part of audit records
+        self._started = time.time()
+        self._statements = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,11 +166,13 @@ class Session:
                 return
             if (dict(startup.params).get("database") or self.user) == console.DATABASE:
                 self._admit()
+                self._audit_connection(accepted=True)
                 await self._console()
                 return
             self._check_database(startup)
             self._admit()
             self._connection_event(accepted=True)
+            self._audit_connection(accepted=True)
             try:
                 self.link = await upstream.connect(self.server.config.upstream, params)
             except upstream.UpstreamError as exc:
@@ -180,13 +189,25 @@ class Session:
                 "session_refused", peer=self.peer, user=self.user, sqlstate=exc.sqlstate, reason=exc.message
             )
             self._connection_event(accepted=False, reason=exc.message)
+            self._audit_connection(accepted=False, reason=exc.message)
             self._fatal(exc.sqlstate, exc.message, exc.detail, exc.hint)
         except ProtocolViolation as exc:
             log.info("protocol_violation", peer=self.peer, user=self.user, error=str(exc))
+            if self._who is None:
+                self._audit_connection(accepted=False, reason=f"protocol violation: {exc}")
             self._fatal("08P01", str(exc))
+        except AuditUnavailable as exc:
+            log.critical("session_ended_unaudited", peer=self.peer, user=self.user, error=str(exc))
+            self._fatal(
+                AUDIT_UNAVAILABLE, f"Sekisho ended the session: the audit trail cannot record it ({exc})"
+            )
         except ConnectionClosed:
             log.debug("client_closed_during_startup", peer=self.peer, user=self.user)
         finally:
+            if self._who is not None:
+                self._audit(records.session_end(person=self._who.fields["person"], session=self.session_id,
+                                                address=self.peer_address, started=self._started,
+                                                statements=self._statements))  # fmt: skip
             self.server.forget(self)
             self.client.close()
             if self.link is not None:
@@ -295,6 +316,31 @@ class Session:
             raise ProtocolViolation(f"expected SASL response, got message type {frame.type!r}")
         return frame.body
 
+    def _audit(self, record: records.Record) -> bool:
+        """Put a record on the audit trail; False (logged) if the trail cannot take it."""
+        try:
+            self.server.audit.record(record)
+        except AuditUnavailable as exc:
+            log.critical(
+                "audit_record_lost", kind=record.get("kind"), person=record.get("person"), error=str(exc)
+            )
+            return False
+        return True
+
+    def _audit_connection(self, *, accepted: bool, reason: str | None = None) -> None:
+        """A connection attempt on the audit trail; an admitted one also fixes the session's ``Who``."""
+        params = dict(self.startup_params)
+        self._audit(records.connection(
+            person=self.user, session=self.session_id, address=self.peer_address,
+            application_name=self.application_name, database=params.get("database"), accepted=accepted,
+            reason=reason, tls=self.tls,
+        ))  # fmt: skip
+        if accepted and self.user is not None and self.gate is not None:
+            self._who = records.Who(
+                person=self.user, roles=self.gate.permissions.roles, session=self.session_id,
+                address=self.peer_address, application_name=self.application_name,
+            )  # fmt: skip
+
     def _connection_event(self, *, accepted: bool, reason: str | None = None) -> None:
         if self.user is not None:
             at = datetime.now(UTC)
@@ -375,7 +421,10 @@ class Session:
         assert self.gate is not None
         permissions = self.gate.permissions
         restricted = permissions.restricted
-        self.relay = Relay(self._decide, restricted, maskers=self.server.maskers if restricted else None)
+        self.relay = Relay(
+            self._decide, restricted, maskers=self.server.maskers if restricted else None,
+            admit=self._audit_admission,
+        )  # fmt: skip
         limits = limits_of(permissions.quotas)
         if limits:
             hint = quota_hint(self.gate.service.policy)
@@ -507,6 +556,18 @@ class Session:
             self._flush()
             self._fatal("08006", "the database sent an invalid message; the session was closed")
             return
+        if relay.finished:
+            # On the audit trail before their ends reach the client (see gateway.audit.trail).
+            try:
+                self._report(relay.finished)
+            except AuditUnavailable as exc:
+                log.critical("session_ended_unaudited", peer=self.peer, user=self.user, error=str(exc))
+                self._fatal(
+                    AUDIT_UNAVAILABLE, f"Sekisho ended the session: the audit trail cannot record it ({exc})"
+                )
+                return
+            finally:
+                relay.finished.clear()
         self._flush()
         if (
             self._client_paused
@@ -519,9 +580,6 @@ class Session:
         if relay.held and not relay.barrier:
             relay.release_held()
             self._flush()
-        if relay.finished:
-            self._report(relay.finished)
-            relay.finished.clear()
 
     def _report(self, outcomes: list[Outcome]) -> None:
         """Turn what the relay finished into statement events for the server's observers."""
@@ -530,6 +588,7 @@ class Session:
             decision = outcome.decision
             analysis = outcome.analysis
             first = analysis.statements[0] if analysis is not None and analysis.statements else None
+            self._audit_statement(outcome, first.command if first is not None else "unknown")
             if (
                 isinstance(decision, Allow)
                 and not decision.protected
@@ -571,6 +630,21 @@ class Session:
                 cursor=first.prepared_name if first is not None and first.command == "fetch" else None,
             )
             self.server.observe_statement(event)
+
+    def _audit_statement(self, outcome: Outcome, command: str) -> None:
+        """The statement's canonical audit record; raises AuditUnavailable (ending the session
+        before its result completes) if the trail cannot take it."""
+        assert self._who is not None
+        self._statements += 1
+        decision = outcome.decision
+        self.server.audit.record(records.statement(
+            self._who, started=outcome.started, sql=outcome.sql, fingerprint=shape_of(outcome.sql),
+            redact=self.server.policy.policy.audit.redact_literals, command=command,
+            analysis=outcome.analysis, decision=decision, rows=outcome.rows, size=outcome.size,
+            cut=outcome.cut, cut_by=outcome.cut_by, duration=max(time.time() - outcome.started, 0.0),
+            sqlstate=outcome.sqlstate,
+            error=decision.message if isinstance(decision, Deny) else outcome.error,
+        ))  # fmt: skip
 
     def _flush(self) -> None:
         """Send what the relay produced, one write per direction."""
@@ -632,7 +706,32 @@ class Session:
                 # Masked PII in a channel the policy counts (pii_use: count): quotas and alarms read these.
                 log.info("statement_pii_counted", user=self.user, uses=[str(u) for u in decision.counted],
                          statement=sql[:500])  # fmt: skip
-        return verdict.analysis, verdict.decision
+        return verdict.analysis, decision
+
+    def _audit_admission(self, sql: str, analysis: Analysis | None, decision: Allow) -> Deny | None:
+        """The audit trail's word on running an allowed statement (a Query, or a Bind of a prepared
+        one): refused if it cannot be recorded; a protected read is on the record
+        (``statement_begin``) before it reaches the database."""
+        audit = self.server.audit
+        why = audit.refusal(bool(decision.protected))
+        if why is None and decision.protected and self._who is not None:
+            first = analysis.statements[0] if analysis is not None and analysis.statements else None
+            record = records.statement(
+                self._who, kind="statement_begin", started=time.time(), sql=sql, fingerprint=shape_of(sql),
+                redact=self.server.policy.policy.audit.redact_literals,
+                command=first.command if first is not None else "unknown", analysis=analysis,
+                decision=decision,
+            )  # fmt: skip
+            try:
+                audit.record(record)
+            except AuditUnavailable as exc:
+                why = f"the audit trail cannot record statements ({exc})"
+        if why is None:
+            return None
+        log.error("statement_refused_unauditable", user=self.user, reason=why)
+        return Deny("audit", AUDIT_UNAVAILABLE, f"Sekisho refused the statement: {why}",
+                    hint="Nothing ran. Tell the Sekisho operators; statements resume when the audit trail "
+                    "can record them again.")  # fmt: skip
 
     def _client_terminated(self) -> None:
         self._close_upstream()

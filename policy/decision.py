@@ -7,6 +7,7 @@ SQLSTATEs Sekisho uses for its own refusals (documented in README.md):
     SK001  row cap reached, when the policy says to fail rather than truncate
     SK002  volume quota exhausted
     SK003  unanalyzable: Sekisho cannot establish what the statement does
+    SK004  the audit trail cannot record the statement (its spool is full or its disk failed)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SYNTAX_ERROR = "42601"
 ROW_CAP_REACHED = "SK001"
 QUOTA_EXHAUSTED = "SK002"
 UNANALYZABLE = "SK003"
+AUDIT_UNAVAILABLE = "SK004"
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,8 @@ The format is written for a compliance team reviewing a pull request::
         - {severity: high, tighten: {max_rows: 10, for: 24h}}
         - {severity: critical, action: suspend, for: 7d}
         - {severity: high, rules: [dump_tool, dump_pattern], action: suspend}   # for: 24h by default
+    audit:
+      statement_text: redacted            # or full (the default): literals in the trail become $n
 
 A rule's section may be ``false`` to switch the rule off. Severities are low, medium, high,
 critical; ``policy.model.ALARM_RULES`` names the rules.
@@ -101,6 +103,7 @@ from policy.model import (
     SEVERITIES,
     Access,
     AlarmSettings,
+    AuditSettings,
     Elevation,
     Levels,
     Mask,
@@ -118,7 +121,9 @@ MAX_ELEVATION = timedelta(days=30)
 MAX_QUOTA_WINDOW = timedelta(days=366)
 DEFAULT_ELEVATION = timedelta(hours=1)
 
-_TOP_KEYS = ("version", "protected_tables", "roles", "users", "default_role", "elevations", "alarms")
+_TOP_KEYS = ("version", "protected_tables", "roles", "users", "default_role", "elevations", "alarms", "audit")
+_AUDIT_KEYS = ("statement_text",)
+_STATEMENT_TEXT = ("full", "redacted")
 _TABLE_KEYS = ("max_rows", "pii")
 _MASK_KEYS = ("mask", "keep_first", "keep_last")
 _ROLE_KEYS = (
@@ -545,6 +550,7 @@ class _Builder:
                 self.role_ref(default_node, ("default_role",), default_role)
         elevations = self.elevations(top.get("elevations"))
         alarms = self.alarms(top.get("alarms"))
+        audit = self.audit(top.get("audit"))
         return Policy(
             roles=roles,
             users=users,
@@ -553,6 +559,7 @@ class _Builder:
             default_role=default_role,
             source=self.source,
             alarms=alarms,
+            audit=audit,
         )
 
     # ------------------------------------------------------------------ protected tables
@@ -1024,6 +1031,19 @@ class _Builder:
         return amount
 
     # ------------------------------------------------------------------ alarms
+
+    def audit(self, node: Node | None) -> AuditSettings:
+        """The ``audit:`` section: whether statement text keeps its literal values."""
+        path: KeyPath = ("audit",)
+        spec = self.fields(node, path, _AUDIT_KEYS)
+        text_node = spec.get("statement_text")
+        if text_node is None:
+            return AuditSettings()
+        value = self.text(text_node, (*path, "statement_text"), "full or redacted")
+        if value is not None and value not in _STATEMENT_TEXT:
+            self.problem(text_node, (*path, "statement_text"), f"expected full or redacted, found {value!r}")
+            return AuditSettings()
+        return AuditSettings(redact_literals=value == "redacted")
 
     def alarms(self, node: Node | None) -> AlarmSettings:
         """The ``alarms:`` section over the defaults of ``AlarmSettings``."""

@@ -318,6 +318,15 @@ class AlarmSettings:
     on_alarm: tuple[OnAlarm, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """What the audit trail keeps of statements: with ``redact_literals``, statement text is
+    recorded in its normalized form (every literal as $n), so values typed into queries (a phone
+    number in a WHERE clause) do not end up in the trail."""
+
+    redact_literals: bool = False
+
+
 @dataclass(frozen=True)
 class Policy:
     roles: dict[str, Role]
@@ -327,6 +336,7 @@ class Policy:
     default_role: str | None = None  # for people in the users file that the policy does not name
     source: str = "<policy>"  # where it was loaded from, for messages
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     def roles_of(self, user: str) -> tuple[Role, ...]:
         """The roles that apply to a person; unknown people get the default role, or none."""

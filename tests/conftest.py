@@ -12,11 +12,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gateway.pgcluster import free_port
 from tests.support import WORK, Gateway, Upstream, start_gateway, start_redis, start_upstream
 
 _counter = itertools.count()
+
+# Property tests check behaviour, not speed (speed is bench/'s job): on a loaded machine a slow
+# example must not fail them.
+settings.register_profile("sekisho", deadline=None)
+settings.load_profile("sekisho")
 
 
 @pytest.fixture(scope="session")
