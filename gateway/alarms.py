@@ -108,6 +108,13 @@ class AlarmHub:
             self._wake.set()
         return self._seq
 
+    def mirror(self, alarm: Alarm) -> int:
+        """Put an alarm another Sekisho process raised (and logged and delivered) into the feed
+        only, so that any process's feed shows every process's alarms; returns its number here."""
+        self._seq += 1
+        self._feed.append({"seq": self._seq, **alarm.to_dict()})
+        return self._seq
+
     def feed(self, since: int = 0, limit: int = 1000) -> list[dict[str, Plain]]:
         """Alarms with a sequence number above ``since``, oldest first, at most ``limit``."""
         if not self._feed or limit <= 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -79,8 +80,13 @@ class PolicyService:
         self._by_shape = _Cache(_SHAPE_CACHE_LIMIT)
         self._snapshot: tuple[int, bytes] | None = None
         # Tightenings in force after alarms (policy.detect), by person; sessions re-merge on change.
+        # ``restrictions`` combines those this process decided with those every process shares.
         self.restrictions: dict[str, Tightening] = {}
         self.restrictions_version = 0
+        self._local: dict[str, Tightening] = {}
+        self._shared: dict[str, Tightening] = {}
+        # Told of each tightening decided here (and of lifts: None), to share it with other processes.
+        self.on_restrict: Callable[[str, Tightening | None], None] | None = None
 
     @staticmethod
     def _analysis_path(catalog: Catalog) -> tuple[str, ...]:
@@ -102,7 +108,43 @@ class PolicyService:
         self.version += 1
 
     def restrict(self, user: str, tightening: Tightening | None) -> None:
-        """Put a person under a tightening (or lift it); their sessions apply it at once."""
+        """Put a person under a tightening decided in this process (None: none of this process's
+        alarms calls for one); their sessions apply it at once, and ``on_restrict`` shares it. A
+        tightening another process shared stays in force: lifting one everywhere is ``lift``."""
+        if tightening is None:
+            self._local.pop(user, None)
+        else:
+            self._local[user] = tightening
+            if self.on_restrict is not None:
+                self.on_restrict(user, tightening)
+        self._combine(user)
+
+    def lift(self, user: str) -> None:
+        """Lift a person's tightening in this process and (through ``on_restrict``) everywhere."""
+        self._local.pop(user, None)
+        self._shared.pop(user, None)
+        if self.on_restrict is not None:
+            self.on_restrict(user, None)
+        self._combine(user)
+
+    def adopt(self, shared: Mapping[str, Tightening]) -> None:
+        """The tightenings every process has shared (from the detection store), replacing the last
+        view of them; this process's own stay in force beside them."""
+        changed = set(self._shared) | set(shared)
+        self._shared = dict(shared)
+        for user in changed:
+            self._combine(user)
+
+    def lapse(self, user: str, now: datetime) -> None:
+        """Forget a person's tightenings that ended before ``now``."""
+        for held in (self._local, self._shared):
+            tightening = held.get(user)
+            if tightening is not None and tightening.until <= now:
+                del held[user]
+        self._combine(user)
+
+    def _combine(self, user: str) -> None:
+        tightening = combined(self._local.get(user), self._shared.get(user))
         if self.restrictions.get(user) == tightening:
             return
         if tightening is None:
@@ -170,9 +212,9 @@ class SessionGate:
 
     def _refresh(self) -> None:
         service = self.service
-        lapsed = self.tightening is not None and datetime.now(UTC) >= self.tightening.until
-        if lapsed:
-            service.restrict(self.user, None)
+        now = datetime.now(UTC)
+        if self.tightening is not None and now >= self.tightening.until:
+            service.lapse(self.user, now)
         if self._version != service.version or self._restrictions != service.restrictions_version:
             self.tightening = service.restrictions.get(self.user)
             self.permissions = tighten(permissions_for(service.policy, self.user), self.tightening)
@@ -200,6 +242,21 @@ class SessionGate:
                 self._decisions[key] = decision
             return Verdict(analysis, decision)
         return Verdict(analysis, evaluate(analysis, self.service.policy, self.permissions, named))
+
+
+def combined(a: Tightening | None, b: Tightening | None) -> Tightening | None:
+    """Two tightenings of one person as one, as ``policy.detect.tightening_for`` combines the
+    effects of several alarms: the smallest cap, suspension if either suspends, until the later
+    end, the alarms of both."""
+    if a is None or b is None:
+        return a or b
+    caps = [cap for cap in (a.max_rows, b.max_rows) if cap is not None]
+    return Tightening(
+        max_rows=min(caps) if caps else None,
+        suspend=a.suspend or b.suspend,
+        until=max(a.until, b.until),
+        alarms=tuple(dict.fromkeys(a.alarms + b.alarms)),
+    )
 
 
 def _suspended(user: str, tightening: Tightening) -> Deny:

@@ -11,7 +11,6 @@ import contextlib
 import difflib
 import hashlib
 import hmac
-import json
 import os
 import pwd
 import socket
@@ -31,6 +30,8 @@ from gateway.audit.spool import SpoolError
 from gateway.audit.trail import AuditTrail, AuditUnavailable
 from gateway.catalog import CatalogUnavailable, fetch_catalog
 from gateway.config import Config, ConfigError, load_token_key
+from gateway.detect_store import open_detect_store
+from gateway.detection import DetectionStatistics, SharedDetection
 from gateway.endpoint import Endpoint
 from gateway.gate import PolicyService
 from gateway.quota_store import open_store
@@ -48,7 +49,6 @@ from policy.loader import check_against_catalog, load_policy
 from policy.model import Policy
 
 log = structlog.get_logger("sekisho.server")
-_DETECTOR_STATE = ".sekisho-detector.json"  # what detection learned, next to the users file
 _AUDIT_SPOOL = ".sekisho-audit"  # the audit spool's directory, next to the users file
 _RECENT_ALARMS = 1000  # alarms kept for tightening decisions
 
@@ -61,6 +61,7 @@ class Statistics:
     refused_too_many: int
     statements: int = 0  # statements finished (one per simple-query string or Execute)
     refused_statements: int = 0
+    detection: DetectionStatistics | None = None
 
 
 class _UsersCache:
@@ -155,7 +156,16 @@ class Server:
         self.maskers = maskers_for(load_token_key(config))
         self.quota_store = open_store(config.quotas.store, config.users_file.parent)
         self.statements_observed = 0
-        self.detector = self._load_detector()
+        # What detection learned lives in the detection store (the quota store's backend), shared
+        # by every process; this detector is this process's copy (gateway/detection.py).
+        self.detector = Detector(self.policy.policy)
+        self.detection = SharedDetection(
+            self.detector,
+            open_detect_store(config.quotas.store, config.users_file.parent),
+            self.policy,
+            self._raise,
+            alarms.mirror if alarms is not None else None,
+        )
         self._recent_alarms: deque[Alarm] = deque(maxlen=_RECENT_ALARMS)
         self.statements_refused = 0
         self.tls_context = self._tls_context()
@@ -267,6 +277,7 @@ class Server:
         self._audit_policy(self._policy_text, loaded=True, problems=[])
         await self._refresh_catalog()
         self._catalog_task = loop.create_task(self._catalog_loop())
+        await self.detection.start()
         if self._sock is not None:
             self._listener = await loop.create_server(self._new_endpoint, sock=self._sock, backlog=1024)
         else:
@@ -390,6 +401,7 @@ class Server:
             refused_too_many=self._too_many,
             statements=self.statements_observed,
             refused_statements=self.statements_refused,
+            detection=self.detection.statistics(),
         )
 
     # ------------------------------------------------------------------ observation
@@ -403,13 +415,13 @@ class Server:
         self.statements_observed += 1
         if not event.allowed:
             self.statements_refused += 1
-        self._raise(self.detector.observe_statement(event))
+        self.detection.submit(event)  # alarms come back through _raise once the store has it
 
     def observe_connection(self, event: ConnectionEvent) -> None:
-        self._raise(self.detector.observe_connection(event))
+        self.detection.submit(event)
 
     def observe_quota(self, usage: QuotaUsage) -> None:
-        self._raise(self.detector.observe_quota(usage))
+        self.detection.submit(usage)
 
     def _raise(self, alarms: list[Alarm]) -> None:
         """Alarms go to the hub (log, feed, webhook); the policy's on_alarm may tighten the person."""
@@ -431,29 +443,6 @@ class Server:
                             suspended=tightening.suspend, until=tightening.until.isoformat(),
                             alarms=list(tightening.alarms))  # fmt: skip
             self.policy.restrict(user, tightening)
-
-    def _load_detector(self) -> Detector:
-        """The detector, with what it learned before a restart (baselines, usual hours...)."""
-        path = self.config.users_file.with_name(_DETECTOR_STATE)
-        policy = self.policy.policy
-        try:
-            return Detector.from_dict(json.loads(path.read_text()), policy)
-        except FileNotFoundError:
-            return Detector(policy)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("detector_state_unreadable", path=str(path), error=str(exc))
-            return Detector(policy)
-
-    def save_detector(self) -> None:
-        path = self.config.users_file.with_name(_DETECTOR_STATE)
-        if self.worker is not None:
-            path = path.with_name(f"{path.name}.{self.worker.index}")
-        temporary = path.with_suffix(".tmp")
-        try:
-            temporary.write_text(json.dumps(self.detector.to_dict()))
-            temporary.replace(path)
-        except OSError as exc:
-            log.error("detector_state_not_saved", path=str(path), error=str(exc))
 
     # ------------------------------------------------------------------ shutdown
 
@@ -489,8 +478,9 @@ class Server:
             self._cancel_listener.close()
             await self._cancel_listener.wait_closed()
         await self.analysis_pool.close()
+        await self.detection.stop()  # what the sessions did, written back to the shared store
+        await self.detection.store.close()
         await self.quota_store.close()
-        self.save_detector()
         await self.audit.stop()
 
 

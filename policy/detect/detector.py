@@ -7,7 +7,8 @@ from it). The same rule, person and key is not raised again within ``dedup``; ru
 speak once per day or per run also keep their own memory of having spoken.
 
 The whole state is plain data (``to_dict``/``from_dict``), for the gateway to persist across
-restarts and for a replay to resume.
+restarts and for a replay to resume; so is each person's (``person_state``/``load_person``), which
+is how gateway processes share one picture of a person through a store.
 """
 
 from __future__ import annotations
@@ -165,6 +166,54 @@ class Detector:
         """Days with activity that have ended, for ``user``."""
         person = self._people.get(user)
         return person.days if person is not None else 0
+
+    def watches(self, user: str) -> bool:
+        """Whether events of ``user`` are followed at all (people the policy does not know, and
+        who have no default role, are not: invented names must not grow any state)."""
+        policy = self._policy
+        return policy is None or user in policy.users or policy.default_role is not None
+
+    def person_state(self, user: str) -> dict[str, Plain] | None:
+        """One person's state (every rule family's memory and their deduplication entries) as
+        JSON-ready data, for a store that several gateway processes share; None for a person
+        the detector has not seen. ``load_person`` takes it back."""
+        person = self._people.get(user)
+        if person is None:
+            return None
+        return {
+            "version": STATE_VERSION,
+            "day": person.day,
+            "active": person.active,
+            "days": person.days,
+            "rules": {name: rule.to_dict() for name, rule in person.rules.items()},
+            "raised": [[rule, key, at] for (rule, who, key), at in self._raised.items() if who == user],
+        }
+
+    def load_person(self, user: str, data: Mapping[str, Any] | None) -> None:
+        """Replace what the detector holds about ``user`` by ``person_state``'s data (None: forget
+        them). Rule families added since start afresh; raises ValueError for data of another
+        state version, and KeyError, TypeError or ValueError for malformed data, leaving the
+        person as they were."""
+        if data is None:
+            self._people.pop(user, None)
+            self._raised = {k: t for k, t in self._raised.items() if k[1] != user}
+            return
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"person state version {data.get('version')!r}, expected {STATE_VERSION}")
+        saved = data.get("rules", {})
+        person = _Person(
+            day=int(data["day"]),
+            active=bool(data["active"]),
+            days=int(data["days"]),
+            rules={
+                rule.name: rule.from_dict(saved[rule.name]) if rule.name in saved else rule()
+                for rule in RULES
+            },
+        )
+        raised = {(str(rule), user, str(key)): float(at) for rule, key, at in data.get("raised", [])}
+        self._people[user] = person
+        self._raised = {k: t for k, t in self._raised.items() if k[1] != user}
+        self._raised.update(raised)
 
     def to_dict(self) -> dict[str, Plain]:
         """The whole state as JSON-ready data."""

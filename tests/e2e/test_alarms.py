@@ -4,6 +4,7 @@ alarm, and the policy's on_alarm tightens the person at once."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -46,7 +47,11 @@ def test_probing_raises_an_alarm_and_tightens_the_person(watched: tuple[Gateway,
             with pytest.raises(psycopg.Error) as caught:
                 conn.execute("COPY customers TO STDOUT")
             assert caught.value.sqlstate == "42501"
-        alarms = [a for a in _feed(admin) if a["rule"] == "probing"]
+        # Detection runs after the statement, off the relay path: the alarm follows within moments.
+        deadline = time.monotonic() + 10
+        while not (alarms := [a for a in _feed(admin) if a["rule"] == "probing"]):
+            assert time.monotonic() < deadline, "no probing alarm"
+            time.sleep(0.1)
         assert len(alarms) == 1
         alarm = alarms[0]
         assert (alarm["user"], alarm["severity"]) == ("contractor", "high")

@@ -1,4 +1,4 @@
-"""`sekisho run --workers N`: several processes on one port, cancels and quotas across them."""
+"""`sekisho run --workers N`: several processes on one port, cancels, quotas and detection across them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +17,26 @@ import pytest
 
 from gateway.config import parse_dsn
 from gateway.pgcluster import free_port
-from tests.support import ROOT, Gateway, Upstream, wait_until_listening, write_gateway_config
+from gateway.wire import messages as m
+from tests.support import (
+    ROOT,
+    TEST_POLICY,
+    Gateway,
+    RawClient,
+    Upstream,
+    wait_until_listening,
+    write_gateway_config,
+)
 
 
 @pytest.fixture
 def workers(upstream: Upstream, tmp_path: Path) -> Iterator[Gateway]:
+    yield from _workers(upstream, tmp_path)
+
+
+def _workers(upstream: Upstream, tmp_path: Path, admin_port: int | None = None) -> Iterator[Gateway]:
     port = free_port()
-    config = write_gateway_config(tmp_path, upstream.dsn, port)
+    config = write_gateway_config(tmp_path, upstream.dsn, port, admin_port=admin_port)
     with (tmp_path / "sekisho.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run", "--config", str(config), "--workers", "2"],
@@ -71,3 +85,90 @@ def test_quotas_are_one_budget_across_workers(workers: Gateway) -> None:
             except psycopg.Error as exc:
                 got.append(exc.sqlstate)
     assert got == [100, 100, 50, "SK002"]  # one SQLite store on this host: one budget
+
+
+# ---------------------------------------------------------------------- detection across workers
+
+ALARMS = """
+alarms:
+  probing: {refusals: 4, within: 10m, severity: high}
+  on_alarm:
+    - {severity: high, action: suspend, for: 1h}
+"""
+
+
+@pytest.fixture
+def watched_workers(upstream: Upstream, tmp_path: Path) -> Iterator[tuple[Gateway, int]]:
+    (tmp_path / "policy.yaml").write_text(TEST_POLICY + ALARMS)
+    admin = free_port()
+    for gateway in _workers(upstream, tmp_path, admin):
+        yield gateway, admin
+
+
+def _on_each_worker(gateway: Gateway, user: str) -> dict[int, RawClient]:
+    """One logged-in raw connection on each of the two workers (the secret of BackendKeyData
+    names the worker). The kernel picks the worker: 40 connections all landing on one worker
+    has odds of 1 in 2**39."""
+    found: dict[int, RawClient] = {}
+    for _ in range(40):
+        client = RawClient(gateway.port)
+        frames = client.login(user, user, gateway.database)
+        [key] = [m.BackendKeyData.decode(f.body) for f in frames if f.type == b"K"]
+        if key.secret >> 24 in found:
+            client.close()
+            continue
+        found[key.secret >> 24] = client
+        if len(found) == 2:
+            return found
+    raise AssertionError(f"connections reached only workers {sorted(found)}")
+
+
+def _query(client: RawClient, sql: str) -> m.ErrorResponse | None:
+    """Run a simple query; the error it got, if any."""
+    client.send(m.Query(sql).encode())
+    frames = client.recv_until(b"Z")
+    errors = [m.ErrorResponse.decode(f.body) for f in frames if f.type == b"E"]
+    return errors[0] if errors else None
+
+
+def _feed(admin: int) -> list[dict[str, object]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/alarms?since=0", timeout=10) as response:
+        data = json.loads(response.read())
+    assert isinstance(data, list)
+    return data
+
+
+def test_detection_sees_one_person_across_workers(watched_workers: tuple[Gateway, int]) -> None:
+    """Four refusals, two through each worker: neither worker alone saw four, yet probing fires
+    once; the suspension it causes refuses the person on both workers; worker 0's admin feed shows
+    the alarm whichever worker raised it."""
+    gateway, admin = watched_workers
+    clients = _on_each_worker(gateway, "contractor")
+    try:
+        for i in range(4):
+            error = _query(clients[i % 2], "COPY customers TO STDOUT")
+            assert error is not None
+            assert error.get("C") == "42501"
+            assert "copy_protected" in (error.get("M") or "")
+        deadline = time.monotonic() + 10
+        refused: dict[int, str] = {}
+        while len(refused) < 2:  # the suspension reaches both workers within a second or two
+            assert time.monotonic() < deadline, f"suspended only on workers {sorted(refused)}"
+            for index, client in clients.items():
+                if index not in refused and (error := _query(client, "SELECT 1")) is not None:
+                    refused[index] = error.get("M") or ""
+            time.sleep(0.2)
+        assert all("suspended contractor" in message for message in refused.values()), refused
+        # Another person is not affected.
+        with psycopg.connect(gateway.conninfo("strict"), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for client in clients.values():
+            client.close()
+    deadline = time.monotonic() + 10
+    while not (probing := [a for a in _feed(admin) if a["rule"] == "probing"]):
+        assert time.monotonic() < deadline, "worker 0's feed never showed the alarm"
+        time.sleep(0.2)
+    assert [(a["user"], a["severity"]) for a in probing] == [("contractor", "high")]
+    logged = [json.loads(line) for line in gateway.log().splitlines() if '"event": "alarm"' in line]
+    assert [e["rule"] for e in logged if e["rule"] == "probing"] == ["probing"]  # raised once, not per worker

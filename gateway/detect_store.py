@@ -1,0 +1,400 @@
+"""Where detection state lives when several Sekisho processes or hosts must share it.
+
+Beside the quota counters and in the same backend (``quotas.store``): a SQLite file on one host
+(the default, next to the users file) or Redis for several hosts. It holds three things:
+
+- each person's detector state (``Detector.person_state``) as a JSON blob with a version token
+  that changes on every write. ``put`` is a compare-and-set on that token (SQLite: ``BEGIN
+  IMMEDIATE``; Redis: one Lua script), so two processes that applied events to the same old state
+  cannot both write: the loser reads the new state and applies its events again. Tokens are
+  random, not counters, so a store that lost its data (Redis restarted empty) cannot make an old
+  token current again;
+- each person's tightening in force (``policy.detect.Tightening``), with its end time. Writing one
+  combines it with what is there (``gate.combined``: the strictest wins, until the later end), so
+  a process that only saw some of a person's alarms never weakens what another decided;
+- a capped list of recent alarms with growing sequence numbers and the process that raised them,
+  for every process's admin feed.
+
+Every failure raises ``StoreUnavailable`` (the quota store's): the caller keeps detecting in
+process and writes back when the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from gateway.gate import combined
+from gateway.quota_store import DEFAULT_FILE, StoreUnavailable
+from policy.detect.alarm import Plain
+from policy.detect.tightening import Tightening
+
+T = TypeVar("T")
+ALARMS_KEPT = 1000  # alarms the shared list keeps (the admin feed's default size)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A person's state as the store holds it, and the token of that version."""
+
+    token: str
+    state: str  # JSON of Detector.person_state
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def tightening_to_json(tightening: Tightening) -> str:
+    return json.dumps(
+        {
+            "max_rows": tightening.max_rows,
+            "suspend": tightening.suspend,
+            "until": tightening.until.timestamp(),
+            "alarms": list(tightening.alarms),
+        }
+    )
+
+
+def tightening_from_json(text: str) -> Tightening:
+    data = json.loads(text)
+    cap = data["max_rows"]
+    return Tightening(
+        max_rows=None if cap is None else int(cap),
+        suspend=bool(data["suspend"]),
+        until=datetime.fromtimestamp(float(data["until"]), UTC),
+        alarms=tuple(str(a) for a in data["alarms"]),
+    )
+
+
+class DetectStore(Protocol):
+    async def fetch(self, user: str) -> Stored | None:
+        """The person's stored state, or None when the store has none."""
+
+    async def put(self, user: str, expected: str, state: str) -> str | None:
+        """Write ``state`` if the stored token is still ``expected`` ("" for none stored);
+        returns the new token, or None when another process wrote first."""
+
+    async def tighten(self, user: str, tightening: Tightening, now: float) -> Tightening:
+        """Combine ``tightening`` with the person's stored one (if still in force); the result."""
+
+    async def lift(self, user: str) -> None:
+        """Remove the person's tightening."""
+
+    async def tightenings(self, now: float) -> dict[str, Tightening]:
+        """Every tightening still in force at ``now``."""
+
+    async def append_alarms(self, origin: str, alarms: Sequence[Mapping[str, Plain]]) -> None:
+        """Add alarms (``Alarm.to_dict``) raised by process ``origin`` to the shared list."""
+
+    async def alarms_after(self, seq: int | None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+        """The latest sequence number and the (origin, alarm) pairs after ``seq``, oldest first
+        (None: none, only the latest number, to start following the list)."""
+
+    async def close(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+def open_detect_store(url: str | None, default_dir: Path) -> DetectStore:
+    """The store ``quotas.store`` names (already validated by the configuration)."""
+    if url is None:
+        return SQLiteDetectStore(default_dir / DEFAULT_FILE)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisDetectStore(url)
+    if url.startswith("sqlite:///"):
+        return SQLiteDetectStore(Path(url.removeprefix("sqlite:///")))
+    raise ValueError(f"quotas.store: expected redis://... or sqlite:///path, got {url!r}")
+
+
+# ---------------------------------------------------------------------- SQLite
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS detect_people (person TEXT PRIMARY KEY, token TEXT NOT NULL, "
+    "state TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS detect_tightenings (person TEXT PRIMARY KEY, until REAL NOT NULL, "
+    "tightening TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS detect_alarms (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "origin TEXT NOT NULL, alarm TEXT NOT NULL)",
+)
+
+
+class SQLiteDetectStore:
+    """Detection state in the quota store's SQLite file: shared by the processes of one host."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                db.execute(statement)
+            self._db = db
+        return self._db
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            with self._lock:
+                try:
+                    return work(self._connect())
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(f"detection store {self.path}: {exc}") from exc
+
+        return await asyncio.to_thread(call)
+
+    @staticmethod
+    def _atomically(db: sqlite3.Connection, work: Callable[[], T]) -> T:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return result
+
+    async def fetch(self, user: str) -> Stored | None:
+        def work(db: sqlite3.Connection) -> Stored | None:
+            row = db.execute("SELECT token, state FROM detect_people WHERE person = ?", (user,)).fetchone()
+            return None if row is None else Stored(str(row[0]), str(row[1]))
+
+        return await self._run(work)
+
+    async def put(self, user: str, expected: str, state: str) -> str | None:
+        def work(db: sqlite3.Connection) -> str | None:
+            def swap() -> str | None:
+                row = db.execute("SELECT token FROM detect_people WHERE person = ?", (user,)).fetchone()
+                if (row[0] if row is not None else "") != expected:
+                    return None
+                token = new_token()
+                db.execute(
+                    "INSERT INTO detect_people VALUES (?, ?, ?) ON CONFLICT (person) "
+                    "DO UPDATE SET token = excluded.token, state = excluded.state",
+                    (user, token, state),
+                )
+                return token
+
+            return self._atomically(db, swap)
+
+        return await self._run(work)
+
+    async def tighten(self, user: str, tightening: Tightening, now: float) -> Tightening:
+        def work(db: sqlite3.Connection) -> Tightening:
+            def merge() -> Tightening:
+                row = db.execute(
+                    "SELECT tightening FROM detect_tightenings WHERE person = ? AND until > ?", (user, now)
+                ).fetchone()
+                merged = combined(tightening_from_json(row[0]) if row is not None else None, tightening)
+                assert merged is not None
+                db.execute(
+                    "INSERT INTO detect_tightenings VALUES (?, ?, ?) ON CONFLICT (person) "
+                    "DO UPDATE SET until = excluded.until, tightening = excluded.tightening",
+                    (user, merged.until.timestamp(), tightening_to_json(merged)),
+                )
+                return merged
+
+            return self._atomically(db, merge)
+
+        return await self._run(work)
+
+    async def lift(self, user: str) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM detect_tightenings WHERE person = ?", (user,))
+
+        await self._run(work)
+
+    async def tightenings(self, now: float) -> dict[str, Tightening]:
+        def work(db: sqlite3.Connection) -> dict[str, Tightening]:
+            rows = db.execute("SELECT person, tightening FROM detect_tightenings WHERE until > ?", (now,))
+            return {str(person): tightening_from_json(text) for person, text in rows.fetchall()}
+
+        return await self._run(work)
+
+    async def append_alarms(self, origin: str, alarms: Sequence[Mapping[str, Plain]]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            def append() -> None:
+                db.executemany(
+                    "INSERT INTO detect_alarms (origin, alarm) VALUES (?, ?)",
+                    [(origin, json.dumps(alarm)) for alarm in alarms],
+                )
+                db.execute(
+                    "DELETE FROM detect_alarms WHERE seq <= (SELECT max(seq) FROM detect_alarms) - ?",
+                    (ALARMS_KEPT,),
+                )
+
+            self._atomically(db, append)
+
+        await self._run(work)
+
+    async def alarms_after(self, seq: int | None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+        def work(db: sqlite3.Connection) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+            # AUTOINCREMENT never reuses a number, even after the newest rows were deleted.
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'detect_alarms'").fetchone()
+            latest = int(row[0]) if row is not None else 0
+            if seq is None or latest == seq:
+                return latest, []
+            after = seq if seq < latest else 0  # a smaller number: another file since, take it all
+            rows = db.execute(
+                "SELECT origin, alarm FROM detect_alarms WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, ALARMS_KEPT),
+            ).fetchall()
+            return latest, [(str(r[0]), json.loads(r[1])) for r in rows]
+
+        return await self._run(work)
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+# ---------------------------------------------------------------------- Redis
+
+# KEYS[1]: the person's hash (t: token, s: state). ARGV: expected token ("" for none), new token,
+# state. Returns 1 when written, 0 when another process wrote first.
+_PUT = """
+local current = redis.call('HGET', KEYS[1], 't') or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 't', ARGV[2], 's', ARGV[3])
+return 1
+"""
+
+# KEYS[1]: the sequence counter, KEYS[2]: the list. ARGV[1]: how many to keep, ARGV[2]: origin, then
+# one alarm (JSON) per argument. Each entry is {"seq", "origin", "alarm"} as JSON, the alarm's text
+# kept as it came (decoding and encoding it again in Lua would turn [] into {} and round floats).
+_APPEND = """
+local kept = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  local seq = redis.call('INCR', KEYS[1])
+  local entry = '{"seq":' .. seq .. ',"origin":' .. cjson.encode(ARGV[2]) .. ',"alarm":' .. ARGV[i] .. '}'
+  redis.call('RPUSH', KEYS[2], entry)
+end
+redis.call('LTRIM', KEYS[2], -kept, -1)
+return redis.call('GET', KEYS[1])
+"""
+
+_PERSON = "sekisho:detect:person:"
+_TIGHTENINGS = "sekisho:detect:tightenings"
+_ALARM_SEQ = "sekisho:detect:alarm-seq"
+_ALARMS = "sekisho:detect:alarms"
+
+
+class RedisDetectStore:
+    """Detection state in Redis: one picture of each person across every process and host."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, retry_on_timeout=False, decode_responses=True
+        )
+        self._put = self._redis.register_script(_PUT)
+        self._append = self._redis.register_script(_APPEND)
+
+    def describe(self) -> str:
+        parts = urlsplit(self.url)  # never the password
+        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}{parts.path}"
+        return f"{parts.scheme}://{where}"
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"detection store {self.describe()}: {exc}")
+
+    async def fetch(self, user: str) -> Stored | None:
+        try:
+            found = await self._redis.hmget(_PERSON + user, ["t", "s"])
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        token, state = found
+        return None if token is None or state is None else Stored(str(token), str(state))
+
+    async def put(self, user: str, expected: str, state: str) -> str | None:
+        token = new_token()
+        try:
+            written = await self._put(keys=[_PERSON + user], args=[expected, token, state])
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return token if int(written) == 1 else None
+
+    async def tighten(self, user: str, tightening: Tightening, now: float) -> Tightening:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(_TIGHTENINGS)
+                        raw = await pipe.hget(_TIGHTENINGS, user)
+                        current = tightening_from_json(str(raw)) if raw is not None else None
+                        if current is not None and current.until.timestamp() <= now:
+                            current = None
+                        merged = combined(current, tightening)
+                        assert merged is not None
+                        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                        pipe.hset(_TIGHTENINGS, user, tightening_to_json(merged))
+                        await pipe.execute()
+                        return merged
+                    except WatchError:
+                        continue  # another process tightened someone meanwhile: read again
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def lift(self, user: str) -> None:
+        try:
+            await self._redis.hdel(_TIGHTENINGS, user)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def tightenings(self, now: float) -> dict[str, Tightening]:
+        # Ended ones stay in the hash (one field per person ever tightened) until the next
+        # tightening of that person replaces them; deleting them here could race with it.
+        try:
+            raw = await self._redis.hgetall(_TIGHTENINGS)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        found = {str(user): tightening_from_json(str(text)) for user, text in raw.items()}
+        return {user: t for user, t in found.items() if t.until.timestamp() > now}
+
+    async def append_alarms(self, origin: str, alarms: Sequence[Mapping[str, Plain]]) -> None:
+        if not alarms:
+            return
+        try:
+            await self._append(
+                keys=[_ALARM_SEQ, _ALARMS], args=[ALARMS_KEPT, origin, *(json.dumps(a) for a in alarms)]
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def alarms_after(self, seq: int | None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+        try:
+            latest = int(await self._redis.get(_ALARM_SEQ) or 0)
+            if seq is None or latest == seq:
+                return latest, []
+            if latest < seq:  # the store lost its data and counts again: take everything it has
+                seq = 0
+            raw = await self._redis.lrange(_ALARMS, -min(latest - seq, ALARMS_KEPT), -1)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        entries = [json.loads(item) for item in raw]
+        return latest, [(str(e["origin"]), e["alarm"]) for e in entries if int(e["seq"]) > seq]
+
+    async def close(self) -> None:
+        await self._redis.aclose()
