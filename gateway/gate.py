@@ -170,7 +170,7 @@ class SessionGate:
 
     def _refresh(self) -> None:
         service = self.service
-        lapsed = self.tightening is not None and datetime.now(UTC) >= self.tightening.until
+        lapsed = self.tightening is not None and self.tightening.lapsed(datetime.now(UTC))
         if lapsed:
             service.restrict(self.user, None)
         if self._version != service.version or self._restrictions != service.restrictions_version:
@@ -206,7 +206,7 @@ def _suspended(user: str, tightening: Tightening) -> Deny:
     return Deny(
         "suspended",
         POLICY_REFUSED,
-        f"Sekisho suspended {user} until {tightening.until.strftime('%Y-%m-%d %H:%M UTC')} after alarms "
+        f"Sekisho suspended {user} until {tightening.describe_until()} after alarms "
         f"({', '.join(tightening.alarms)}); every statement is refused until then",
         hint="Ask your compliance lead, who can review the alarms.",
     )

@@ -1,24 +1,40 @@
-"""The admin HTTP API (aiohttp): health, live statistics and the alarm feed for operators.
+"""The admin HTTP API (aiohttp): health, live statistics, the alarm feed, and clearances.
 
-Later issues add the console, quota views, elevation approval and audit search here.
+Reading (health, stats, the feed) needs no credentials: the API listens on loopback by default and
+says nothing a log reader could not see. Clearing a person (``POST /people/{name}/clear``) changes
+who may work, so it takes the clearer's own Sekisho identity: HTTP Basic with their name and
+password, checked against the same users file (SCRAM verifiers) that the gateway authenticates
+with, and the console's rule for who may clear (``console.may_see_everyone``; never oneself).
+Later issues add quota views, elevation approval and audit search here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import dataclasses
+import hmac
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from scramp import ScramMechanism
+
+from gateway.console import may_see_everyone
+from gateway.users import Verifier
+from policy.detect import ClearanceRefused
 
 if TYPE_CHECKING:
     from gateway.alarms import AlarmHub
     from gateway.server import Server
 
 MAX_FEED_PAGE = 1000  # alarms per GET /alarms response
+MAX_REASON = 2000  # characters of a clearance's reason
+_REALM = 'Basic realm="sekisho", charset="UTF-8"'
 
 
 class AdminAPI:
-    """Serves /health, /stats, /alarms and /alarms/stats on the admin address."""
+    """Serves /health, /stats, /alarms, /alarms/stats and /people/{name}/clear on the admin address."""
 
     def __init__(self, server: Server, host: str, port: int, alarms: AlarmHub | None = None) -> None:
         self._server = server
@@ -31,6 +47,7 @@ class AdminAPI:
         app.router.add_get("/stats", self._stats)
         app.router.add_get("/alarms", self._alarm_feed)
         app.router.add_get("/alarms/stats", self._alarm_stats)
+        app.router.add_post("/people/{name}/clear", self._clear)
         self.app = app
 
     async def start(self) -> None:
@@ -68,3 +85,61 @@ class AdminAPI:
         if self._alarms is None:
             raise web.HTTPNotFound(text="alarms are not set up in this process")
         return web.json_response(dataclasses.asdict(self._alarms.statistics()))
+
+    async def _clear(self, request: web.Request) -> web.Response:
+        """``POST /people/{name}/clear`` with JSON ``{"reason": "..."}`` and HTTP Basic credentials
+        of a compliance person: lifts ``name``'s suspension or tightening and returns the recorded
+        clearance. 401 without valid credentials, 403 for people who may not clear (or clearing
+        themselves), 409 when there is nothing to clear, 400 without a reason."""
+        clearer = await self._authenticated(request)
+        policy = self._server.policy.policy
+        if not may_see_everyone(policy, clearer):
+            raise web.HTTPForbidden(text=f"{clearer} may not clear people (approvers of elevations may)")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(
+                text='expected a JSON body such as {"reason": "reviewed with ..."}'
+            ) from None
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+            raise web.HTTPBadRequest(
+                text=f"give a reason (a non-empty string of at most {MAX_REASON} characters)"
+            )
+        try:
+            clearance = self._server.clear(request.match_info["name"], clearer, reason)
+        except ClearanceRefused as exc:
+            status = {"self_clearance": web.HTTPForbidden, "no_reason": web.HTTPBadRequest}.get(
+                exc.code, web.HTTPConflict
+            )
+            raise status(text=str(exc)) from None
+        return web.json_response(clearance.to_dict())
+
+    async def _authenticated(self, request: web.Request) -> str:
+        """The Sekisho user whose name and password the request carries (HTTP Basic)."""
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:
+            name, sep, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            sep = ""
+        if scheme.lower() != "basic" or not sep:
+            raise web.HTTPUnauthorized(text="credentials required", headers={"WWW-Authenticate": _REALM})
+        verifier = self._server.users().get(name)
+        if not await asyncio.to_thread(_password_matches, verifier, password):
+            raise web.HTTPUnauthorized(text="wrong name or password", headers={"WWW-Authenticate": _REALM})
+        return name
+
+
+_NOBODY = Verifier(4096, b"sekisho-no-user!", b"\0" * 32, b"\0" * 32)  # same work for unknown names
+
+
+def _password_matches(verifier: Verifier | None, password: str) -> bool:
+    """Whether ``password`` is the one behind the SCRAM-SHA-256 verifier (RFC 5802's StoredKey)."""
+    known = verifier or _NOBODY
+    try:
+        _, stored, _, _ = ScramMechanism("SCRAM-SHA-256").make_auth_info(
+            password, iteration_count=known.iterations, salt=known.salt
+        )
+    except ValueError:  # a password SASLprep refuses
+        return False
+    return verifier is not None and hmac.compare_digest(bytes(stored), verifier.stored_key)
