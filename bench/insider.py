@@ -67,7 +67,7 @@ from gateway.gate import fingerprint
 from policy.analyze import analyze
 from policy.catalog import TABLE, Catalog, Relation
 from policy.decision import POLICY_REFUSED, Allow, Deny
-from policy.detect import Alarm, Detector, Tightening, severity_rank, tighten, tightening_for
+from policy.detect import Alarm, Detector, Holds, Tightening, severity_rank, tighten, tightening_for
 from policy.engine import evaluate
 from policy.events import ConnectionEvent, QuotaUsage, StatementEvent
 from policy.facts import Analysis
@@ -677,7 +677,11 @@ class Gateway:
         self._analyses: dict[str, Analysis] = {}
         self._decisions: dict[tuple[str, str, int | None], Allow | Deny] = {}
         self._live: dict[str, list[Alarm]] = {}  # per person, alarms whose on_alarm may still apply
-        self._horizon = max((entry.duration for entry in self.settings.on_alarm), default=timedelta(0))
+        timed = [entry.duration for entry in self.settings.on_alarm if not entry.until_cleared]
+        self._horizon = max(timed, default=timedelta(0))
+        # Holds until cleared (on_alarm ``for: until_cleared``): nobody clears in the simulation.
+        self.holds = Holds()
+        self.held_since: dict[str, datetime] = {}
         self._counting = False  # the month has begun: tallies count
 
     def begin_month(self) -> None:
@@ -768,15 +772,14 @@ class Gateway:
         self, user: str, analysis: Analysis, shape: str, tightening: Tightening | None
     ) -> tuple[Allow | Deny, datetime | None]:
         if tightening is not None and tightening.suspend:
-            until = tightening.until
             return (
                 Deny(
                     "suspended",
                     POLICY_REFUSED,
-                    f"Sekisho suspended {user} until {until:%Y-%m-%d %H:%M UTC} after alarms; every "
+                    f"Sekisho suspended {user} until {tightening.describe_until()} after alarms; every "
                     "statement is refused until then",
                 ),
-                until,
+                tightening.until,  # None (until cleared): he tries again the next day
             )
         cap = tightening.max_rows if tightening is not None else None
         key = (user, shape, cap)
@@ -791,10 +794,11 @@ class Gateway:
 
     def _tightening(self, user: str, at: datetime) -> Tightening | None:
         live = self._live.get(user)
-        if not live:
+        if not live and user not in self.held_since:
             return None
-        live[:] = [a for a in live if a.at + self._horizon > at]
-        return tightening_for(user, live, self.settings, at)
+        if live:
+            live[:] = [a for a in live if a.at + self._horizon > at]
+        return tightening_for(user, live or (), self.settings, at, self.holds)
 
     # ------------------------------------------------------------------ quotas
 
@@ -861,6 +865,8 @@ class Gateway:
             self.alarms.append(alarm)
             if self.settings.on_alarm:
                 self._live.setdefault(alarm.user, []).append(alarm)
+                for user in self.holds.note([alarm], self.settings):
+                    self.held_since.setdefault(user, alarm.at)
 
     def _tally(self, user: str, allowed: bool, rule: str | None, cut: bool) -> None:
         if not self._counting:
@@ -913,6 +919,7 @@ class Run:
     seen: list[tuple[datetime, tuple[int, ...]]]  # customers that reached the insider in the month
     statements: int
     seconds: float
+    held_since: dict[str, datetime] = field(default_factory=dict)  # held until cleared, from (UTC)
 
 
 def simulate(scenario: Scenario, policy: Policy, layers: Layers, role: str = "maintenance") -> Run:
@@ -964,6 +971,7 @@ def simulate(scenario: Scenario, policy: Policy, layers: Layers, role: str = "ma
         gateway.seen,
         statements,
         time.perf_counter() - began,
+        dict(gateway.held_since),
     )
 
 
@@ -988,6 +996,9 @@ class Figures:
     ordinary_alarms: dict[str, int]  # "severity rule" -> count, in the month, everyone but him
     ordinary_by_severity: dict[str, int]
     warmup_alarms: int  # on anyone, before the month (learning: first_access and the like)
+    held_from: datetime | None  # when he was suspended until cleared (nobody clears: he stays held)
+    rows_before_hold: int  # his drain's rows before that (all of them if never held)
+    ordinary_held: int  # ordinary people suspended until cleared (warm-up included): false holds
     collateral: dict[str, int]  # ordinary people's statements refused or cut by a quota or an alarm
     curve: list[tuple[float, int]]  # (days since the month began, his drain's cumulative rows)
     markers: list[tuple[float, int, str, str]]  # (days, cumulative rows, severity, rule) of alarms on him
@@ -999,6 +1010,12 @@ class Figures:
         if self.stopped_at is None or self.drain_start is None:
             return None
         return (self.stopped_at - self.drain_start).total_seconds() / 3600
+
+    @property
+    def hours_to_hold(self) -> float | None:
+        if self.held_from is None or self.drain_start is None:
+            return None
+        return (self.held_from - self.drain_start).total_seconds() / 3600
 
     def hours_to(self, alarm: Alarm | None) -> float | None:
         if alarm is None or self.drain_start is None:
@@ -1032,6 +1049,10 @@ class Figures:
             "ordinary_alarms": self.ordinary_alarms,
             "ordinary_alarms_by_severity": self.ordinary_by_severity,
             "warmup_alarms": self.warmup_alarms,
+            "held_from": self.held_from.isoformat() if self.held_from else None,
+            "hours_to_hold": round(self.hours_to_hold, 2) if self.hours_to_hold is not None else None,
+            "rows_before_hold": self.rows_before_hold,
+            "ordinary_held": self.ordinary_held,
             "collateral": self.collateral,
             "statements": self.statements,
             "seconds": round(self.seconds, 2),
@@ -1080,6 +1101,7 @@ def figures(run: Run) -> Figures:
     start = pages[0][0] if pages else None
     stop = stop_of(run)
     stop_at = stop[0] if stop else None
+    held_from = run.held_since.get(INSIDER)
     rows_before = sum(rows for at, rows, _ in pages if stop_at is None or at < stop_at)
     seen: set[int] = set()
     for at, ids in run.seen:
@@ -1133,6 +1155,9 @@ def figures(run: Run) -> Figures:
         ordinary_alarms=dict(sorted(Counter(f"{a.severity} {a.rule}" for a in others).items())),
         ordinary_by_severity={s: by_severity.get(s, 0) for s in SEVERITIES},
         warmup_alarms=sum(1 for a in run.alarms if a.at < run.month_start),
+        held_from=held_from,
+        rows_before_hold=sum(rows for at, rows, _ in pages if held_from is None or at < held_from),
+        ordinary_held=sum(1 for user in run.held_since if user != INSIDER),
         collateral=dict(sorted(collateral.items())),
         curve=curve,
         markers=markers,
@@ -1271,6 +1296,17 @@ def table(results: Sequence[Figures], scenario: Scenario, policy_name: str) -> s
         lines.append(f"{fig.layers}:")
         on_him = ", ".join(f"{k} x{n}" for k, n in fig.insider_alarms.items()) or "none"
         lines.append(f"  alarms on him from the drain's start: {on_him}")
+        hold = fig.hours_to_hold
+        lines.append(
+            "  suspended until cleared: "
+            + (
+                "not him"
+                if hold is None
+                else f"him, {_duration(hold)} after his first page, after {fig.rows_before_hold:,} drained "
+                "rows (nobody clears in the simulation: he stays held)"
+            )
+            + f"; ordinary people: {fig.ordinary_held}"
+        )
         severities = ", ".join(f"{s} {n}" for s, n in fig.ordinary_by_severity.items())
         rules = ", ".join(f"{k} x{n}" for k, n in fig.ordinary_alarms.items()) or "none"
         lines.append(f"  false alarms on ordinary people in the month: {severities} ({rules})")
@@ -1301,6 +1337,7 @@ def spread(runs: Sequence[Sequence[Figures]], seeds: Sequence[int]) -> str:
         "hours to 1st alarm",
         "ordinary alarms high+ / all",
         "ordinary cut+refused",
+        "held until cleared: him (days) / ordinary",
     )
     rows = []
     for i, layers in enumerate(CONFIGURATIONS):
@@ -1309,6 +1346,8 @@ def spread(runs: Sequence[Sequence[Figures]], seeds: Sequence[int]) -> str:
         firsts = [h for f in figs if (h := f.hours_to(f.first_alarm)) is not None]
         high = [f.ordinary_by_severity["high"] + f.ordinary_by_severity["critical"] for f in figs]
         every = [sum(f.ordinary_by_severity.values()) for f in figs]
+        holds = [h / 24 for f in figs if (h := f.hours_to_hold) is not None]
+        ordinary_held = sum(f.ordinary_held for f in figs)
         rows.append(
             (
                 layers.name,
@@ -1319,6 +1358,7 @@ def spread(runs: Sequence[Sequence[Figures]], seeds: Sequence[int]) -> str:
                 summary(firsts, "{:.1f}"),
                 f"{summary(high)} / {summary(every)}",
                 summary([sum(f.collateral.values()) for f in figs]),
+                f"{len(holds)} of {len(figs)} ({summary(holds, '{:.1f}')}) / {ordinary_held}",
             )
         )
     lines = [f"Across seeds {seeds[0]}-{seeds[-1]}: median (min-max)", "", *_grid(header, rows)]

@@ -5,32 +5,61 @@ upstream: the session answers a few commands itself over the simple query protoc
 
     SHOW QUOTA;    your own quotas: window, budget, used, remaining, when it frees up
     SHOW QUOTAS;   everyone's, for people who approve elevations or are unrestricted
+    SHOW ALARMS;   recent alarms, newest first, with what each person is under now (compliance)
+    SHOW HOLDS;    who is tightened or suspended now, and until when (compliance)
+    CLEAR name 'reason';   lift a person's suspension or tightening after review (compliance,
+                   never one's own); recorded with who, when and why
     SHOW HELP;
 
-``answer`` is a plain function from a command to the backend messages that answer it.
+``answer`` is a plain function from a command to the backend messages that answer it; what it
+needs of the server's alarms is the ``Desk`` protocol.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway.quota_store import QuotaStore, StoreUnavailable
 from gateway.wire import messages as m
+from policy.detect import Alarm, Clearance, ClearanceRefused, Tightening
 from policy.model import Policy
 from policy.permissions import permissions_for
 from policy.quota import Usage, limits_of
 
 DATABASE = "sekisho"
-_COMMAND = re.compile(r"^\s*show\s+(quota|quotas|help)\s*;?\s*$", re.IGNORECASE)
+_COMMAND = re.compile(r"^\s*show\s+(quota|quotas|alarms|holds|help)\s*;?\s*$", re.IGNORECASE)
+# CLEAR name 'reason': the name as SQL writes an identifier (bare, or "quoted"), the reason a string.
+_CLEAR = re.compile(
+    r"""^\s*clear\s+(?:"(?P<quoted>(?:[^"]|"")+)"|(?P<bare>[A-Za-z0-9_.@-]+))\s+'(?P<reason>(?:[^']|'')*)'\s*;?\s*$""",
+    re.IGNORECASE | re.DOTALL,
+)
 _COLUMNS = ("person", "window", "limit_on", "budget", "used", "remaining", "frees_up_at")
+_ALARM_COLUMNS = ("at", "severity", "rule", "person", "summary", "person_now", "id")
+_HOLD_COLUMNS = ("person", "suspended", "max_rows", "until", "alarms")
+SHOWN_ALARMS = 100  # the newest alarms SHOW ALARMS lists (the admin feed and the log have more)
 _HELP = (
     ("SHOW QUOTA", "your own volume quotas"),
     ("SHOW QUOTAS", "everyone's (approvers of elevations and unrestricted people)"),
+    ("SHOW ALARMS", f"the newest {SHOWN_ALARMS} alarms and what each person is under now (the same people)"),
+    ("SHOW HOLDS", "who is tightened or suspended now, and until when (the same people)"),
+    ("CLEAR name 'reason'", "lift a person's suspension or tightening after review (the same people; "
+     "never yourself)"),
     ("SHOW HELP", "this list"),
-)
+)  # fmt: skip
+
+
+class Desk(Protocol):
+    """What the console needs of the server's alarms (``gateway.server.Server`` provides it)."""
+
+    def recent_alarms(self) -> list[Alarm]: ...
+
+    def tightenings(self) -> dict[str, Tightening]: ...
+
+    def clear(self, user: str, by: str, reason: str) -> Clearance: ...
 
 
 def may_see_everyone(policy: Policy, user: str) -> bool:
@@ -40,14 +69,30 @@ def may_see_everyone(policy: Policy, user: str) -> bool:
     return any(not r.restricted or r.name in approvers for r in roles)
 
 
-async def answer(sql: str, user: str, policy: Policy, store: QuotaStore) -> list[bytes]:
+async def answer(
+    sql: str, user: str, policy: Policy, store: QuotaStore, desk: Desk | None = None
+) -> list[bytes]:
     """The messages answering one console Query, ReadyForQuery included."""
+    cleared = _CLEAR.match(sql)
+    if cleared is not None:
+        person = cleared["quoted"].replace('""', '"') if cleared["quoted"] else cleared["bare"]
+        return _clear(person, cleared["reason"].replace("''", "'"), user, policy, desk)
     match = _COMMAND.match(sql)
     if match is None:
         return _error("42601", f"the Sekisho console does not know {sql.strip()[:80]!r}", "Try SHOW HELP;")
     command = match.group(1).lower()
     if command == "help":
         return _table(("command", "what it shows"), [list(row) for row in _HELP], "SHOW")
+    if command in ("alarms", "holds"):
+        if not may_see_everyone(policy, user):
+            return _error("42501", f"SHOW {command.upper()} is for people who approve elevations", "")
+        if desk is None:
+            return _error("55000", "alarms are not kept by this Sekisho process", "")
+        holds = desk.tightenings()
+        if command == "holds":
+            return _table(_HOLD_COLUMNS, [_hold_row(p, t) for p, t in sorted(holds.items())], "SHOW")
+        alarms = desk.recent_alarms()[-SHOWN_ALARMS:]
+        return _table(_ALARM_COLUMNS, [_alarm_row(a, holds) for a in reversed(alarms)], "SHOW")
     people = [user]
     if command == "quotas":
         if not may_see_everyone(policy, user):
@@ -67,6 +112,46 @@ async def answer(sql: str, user: str, policy: Policy, store: QuotaStore) -> list
             "SK002", f"Sekisho cannot read the quota store right now ({exc})", "Try again in a moment."
         )
     return _table(_COLUMNS, rows, "SHOW")
+
+
+def _clear(person: str, reason: str, user: str, policy: Policy, desk: Desk | None) -> list[bytes]:
+    if not may_see_everyone(policy, user):
+        return _error("42501", "CLEAR is for people who approve elevations", "Ask your compliance lead.")
+    if desk is None:
+        return _error("55000", "alarms are not kept by this Sekisho process", "")
+    try:
+        clearance = desk.clear(person, user, reason)
+    except ClearanceRefused as exc:
+        return _error(
+            "42501" if exc.code == "self_clearance" else "55000", str(exc), "SHOW HOLDS; lists who is held."
+        )
+    return [
+        m.NoticeResponse(m.error_fields("NOTICE", "00000", f"{person} cleared by {user}: {reason}")).encode(),
+        m.CommandComplete(f"CLEAR {clearance.user}").encode(),
+        m.ReadyForQuery("I").encode(),
+    ]
+
+
+def _until(tightening: Tightening) -> str:
+    return "cleared" if tightening.until is None else tightening.until.isoformat()
+
+
+def _now(tightening: Tightening | None) -> str:
+    if tightening is None:
+        return ""
+    what = "suspended" if tightening.suspend else f"max {tightening.max_rows} rows"
+    return f"{what} until {'cleared' if tightening.until is None else tightening.until.isoformat()}"
+
+
+def _alarm_row(alarm: Alarm, holds: Mapping[str, Tightening]) -> list[str | None]:
+    at = alarm.at.isoformat()
+    return [at, alarm.severity, alarm.rule, alarm.user, alarm.summary, _now(holds.get(alarm.user)), alarm.id]
+
+
+def _hold_row(person: str, tightening: Tightening) -> list[str | None]:
+    rows = None if tightening.max_rows is None else str(tightening.max_rows)
+    suspended = "yes" if tightening.suspend else "no"
+    return [person, suspended, rows, _until(tightening), ", ".join(tightening.alarms)]
 
 
 async def _people(store: QuotaStore) -> Sequence[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import sqlite3
 import threading
@@ -57,12 +58,21 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
+def _ended(tightening: Tightening, now: float) -> bool:
+    return tightening.until is not None and tightening.until.timestamp() <= now
+
+
+def _until_key(tightening: Tightening) -> float:
+    """The SQLite ``until`` column: a tightening held until cleared never ends by itself."""
+    return math.inf if tightening.until is None else tightening.until.timestamp()
+
+
 def tightening_to_json(tightening: Tightening) -> str:
     return json.dumps(
         {
             "max_rows": tightening.max_rows,
             "suspend": tightening.suspend,
-            "until": tightening.until.timestamp(),
+            "until": None if tightening.until is None else tightening.until.timestamp(),
             "alarms": list(tightening.alarms),
         }
     )
@@ -74,7 +84,7 @@ def tightening_from_json(text: str) -> Tightening:
     return Tightening(
         max_rows=None if cap is None else int(cap),
         suspend=bool(data["suspend"]),
-        until=datetime.fromtimestamp(float(data["until"]), UTC),
+        until=None if data["until"] is None else datetime.fromtimestamp(float(data["until"]), UTC),
         alarms=tuple(str(a) for a in data["alarms"]),
     )
 
@@ -210,7 +220,7 @@ class SQLiteDetectStore:
                 db.execute(
                     "INSERT INTO detect_tightenings VALUES (?, ?, ?) ON CONFLICT (person) "
                     "DO UPDATE SET until = excluded.until, tightening = excluded.tightening",
-                    (user, merged.until.timestamp(), tightening_to_json(merged)),
+                    (user, _until_key(merged), tightening_to_json(merged)),
                 )
                 return merged
 
@@ -344,7 +354,7 @@ class RedisDetectStore:
                         await pipe.watch(_TIGHTENINGS)
                         raw = await pipe.hget(_TIGHTENINGS, user)
                         current = tightening_from_json(str(raw)) if raw is not None else None
-                        if current is not None and current.until.timestamp() <= now:
+                        if current is not None and _ended(current, now):
                             current = None
                         merged = combined(current, tightening)
                         assert merged is not None
@@ -371,7 +381,7 @@ class RedisDetectStore:
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from exc
         found = {str(user): tightening_from_json(str(text)) for user, text in raw.items()}
-        return {user: t for user, t in found.items() if t.until.timestamp() > now}
+        return {user: t for user, t in found.items() if not _ended(t, now)}
 
     async def append_alarms(self, origin: str, alarms: Sequence[Mapping[str, Plain]]) -> None:
         if not alarms:

@@ -345,7 +345,7 @@ class SharedDetection:
             user, tightening = next(iter(self._tightenings_out.items()))
             if tightening is None:
                 await self.store.lift(user)
-            elif tightening.until > now:
+            elif not tightening.lapsed(now):
                 await self.store.tighten(user, tightening, now.timestamp())
             if self._tightenings_out.get(user) is tightening:  # not replaced meanwhile
                 del self._tightenings_out[user]

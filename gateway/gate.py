@@ -139,7 +139,7 @@ class PolicyService:
         """Forget a person's tightenings that ended before ``now``."""
         for held in (self._local, self._shared):
             tightening = held.get(user)
-            if tightening is not None and tightening.until <= now:
+            if tightening is not None and tightening.lapsed(now):
                 del held[user]
         self._combine(user)
 
@@ -213,7 +213,7 @@ class SessionGate:
     def _refresh(self) -> None:
         service = self.service
         now = datetime.now(UTC)
-        if self.tightening is not None and now >= self.tightening.until:
+        if self.tightening is not None and self.tightening.lapsed(now):
             service.lapse(self.user, now)
         if self._version != service.version or self._restrictions != service.restrictions_version:
             self.tightening = service.restrictions.get(self.user)
@@ -247,14 +247,14 @@ class SessionGate:
 def combined(a: Tightening | None, b: Tightening | None) -> Tightening | None:
     """Two tightenings of one person as one, as ``policy.detect.tightening_for`` combines the
     effects of several alarms: the smallest cap, suspension if either suspends, until the later
-    end, the alarms of both."""
+    end (until cleared, if either is), the alarms of both."""
     if a is None or b is None:
         return a or b
     caps = [cap for cap in (a.max_rows, b.max_rows) if cap is not None]
     return Tightening(
         max_rows=min(caps) if caps else None,
         suspend=a.suspend or b.suspend,
-        until=max(a.until, b.until),
+        until=None if a.until is None or b.until is None else max(a.until, b.until),  # None: until cleared
         alarms=tuple(dict.fromkeys(a.alarms + b.alarms)),
     )
 
@@ -263,7 +263,7 @@ def _suspended(user: str, tightening: Tightening) -> Deny:
     return Deny(
         "suspended",
         POLICY_REFUSED,
-        f"Sekisho suspended {user} until {tightening.until.strftime('%Y-%m-%d %H:%M UTC')} after alarms "
+        f"Sekisho suspended {user} until {tightening.describe_until()} after alarms "
         f"({', '.join(tightening.alarms)}); every statement is refused until then",
         hint="Ask your compliance lead, who can review the alarms.",
     )

@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import hashlib
 import hmac
+import json
 import os
 import pwd
 import socket
@@ -41,7 +42,7 @@ from gateway.users import UsersFileError, Verifier, load_or_create_secret, load_
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
 from policy.catalog import Catalog
-from policy.detect import Alarm, Detector
+from policy.detect import Alarm, Clearance, ClearanceRefused, Detector, Holds, Tightening
 from policy.detect.tightening import tightening_for
 from policy.errors import PolicyInvalid, Problem
 from policy.events import ConnectionEvent, QuotaUsage, StatementEvent
@@ -51,6 +52,7 @@ from policy.model import Policy
 log = structlog.get_logger("sekisho.server")
 _AUDIT_SPOOL = ".sekisho-audit"  # the audit spool's directory, next to the users file
 _RECENT_ALARMS = 1000  # alarms kept for tightening decisions
+_HOLDS_STATE = ".sekisho-holds.json"  # who is suspended until cleared, and the clearances
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,9 @@ class Server:
             alarms.mirror if alarms is not None else None,
         )
         self._recent_alarms: deque[Alarm] = deque(maxlen=_RECENT_ALARMS)
+        self.holds = self._load_holds()
+        for user in self.holds.people():  # a hold until cleared outlasts a restart
+            self.policy.restrict(user, self._tightening(user, datetime.now(UTC)))
         self.statements_refused = 0
         self.tls_context = self._tls_context()
         self._users = _UsersCache(config.users_file)
@@ -436,13 +441,71 @@ class Server:
             else:
                 log.warning("alarm", **alarm.to_dict())
         now = datetime.now(UTC)
+        if self.holds.note(alarms, self.policy.policy.alarms):
+            self.save_holds()
         for user in {a.user for a in alarms}:
-            tightening = tightening_for(user, self._recent_alarms, self.policy.policy.alarms, now)
+            tightening = self._tightening(user, now)
             if tightening is not None:
+                until = tightening.until.isoformat() if tightening.until else "cleared"
                 log.warning("person_tightened", user=user, max_rows=tightening.max_rows,
-                            suspended=tightening.suspend, until=tightening.until.isoformat(),
+                            suspended=tightening.suspend, until=until,
                             alarms=list(tightening.alarms))  # fmt: skip
+                with contextlib.suppress(AuditUnavailable):
+                    self.audit.record(audit_records.restriction(
+                        person=user, max_rows=tightening.max_rows, suspended=tightening.suspend,
+                        until=until, alarms=list(tightening.alarms),
+                    ))  # fmt: skip
             self.policy.restrict(user, tightening)
+
+    def _tightening(self, user: str, now: datetime) -> Tightening | None:
+        return tightening_for(user, self._recent_alarms, self.policy.policy.alarms, now, self.holds)
+
+    def recent_alarms(self) -> list[Alarm]:
+        """The alarms this process raised lately, oldest first (for the console)."""
+        return list(self._recent_alarms)
+
+    def tightenings(self) -> dict[str, Tightening]:
+        """Who is tightened or suspended now, and how."""
+        now = datetime.now(UTC)
+        return {u: t for u, t in self.policy.restrictions.items() if not t.lapsed(now)}
+
+    def clear(self, user: str, by: str, reason: str) -> Clearance:
+        """Lift ``user``'s hold and tightening after a review by ``by`` (who must be allowed to
+        clear: the console and the admin API check that). Raises ClearanceRefused."""
+        if user not in self.holds.people() and user not in self.tightenings():
+            raise ClearanceRefused("nothing_to_clear", f"{user} is neither suspended nor tightened")
+        clearance = Clearance(user=user, by=by, at=datetime.now(UTC), reason=reason)
+        self.holds.clear(clearance)
+        self.save_holds()
+        log.warning("person_cleared", **clearance.to_dict())
+        with contextlib.suppress(AuditUnavailable):
+            self.audit.record(audit_records.clearance(clearance.to_dict()))
+        self.policy.lift(user)  # here and, through the detection store, in every process
+        self.policy.restrict(user, self._tightening(user, clearance.at))
+        return clearance
+
+    def _load_holds(self) -> Holds:
+        path = self._state_path(_HOLDS_STATE)
+        try:
+            return Holds.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return Holds()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Fail loud, not open: an unreadable file must not free people held until cleared.
+            raise RuntimeError(f"cannot read the holds in {path} ({exc}); fix or move it") from exc
+
+    def save_holds(self) -> None:
+        path = self._state_path(_HOLDS_STATE)
+        temporary = path.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps(self.holds.to_dict()))
+            temporary.replace(path)
+        except OSError as exc:
+            log.error("holds_not_saved", path=str(path), error=str(exc))
+
+    def _state_path(self, name: str) -> Path:
+        path = self.config.users_file.with_name(name)
+        return path.with_name(f"{path.name}.{self.worker.index}") if self.worker is not None else path
 
     # ------------------------------------------------------------------ shutdown
 

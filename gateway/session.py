@@ -363,7 +363,8 @@ class Session:
                 raise ProtocolViolation("the Sekisho console answers simple queries only (SHOW QUOTA;)")
             sql = m.Query.decode(frame.body).sql
             policy = self.server.policy.policy
-            self.client.write(b"".join(await console.answer(sql, self.user, policy, self.server.quota_store)))
+            answer = await console.answer(sql, self.user, policy, self.server.quota_store, self.server)
+            self.client.write(b"".join(answer))
 
     def _check_database(self, startup: m.StartupMessage) -> None:
         params = dict(startup.params)

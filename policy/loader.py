@@ -50,9 +50,11 @@ The format is written for a compliance team reviewing a pull request::
       paging: {pages: 20, rows: 2000, max_gap: 1h, severity: high}
       dump: {applications: [pg_dump, pg_dumpall], tables: 2, severity: high}
       coverage: {window: 90d, min_rows: 1000, levels: {10: medium, 25: high, 50: critical}}
+      repeated: {rules: [paging, volume_baseline, coverage], at_least: high, days: 3, within: 7d,
+                 severity: critical}      # escalation: alarms of these rules on 3 days in a week
       on_alarm:                           # what alarms of a severity or higher do to the person
         - {severity: high, tighten: {max_rows: 10, for: 24h}}
-        - {severity: critical, action: suspend, for: 7d}
+        - {severity: critical, action: suspend, for: until_cleared}   # until a second person clears
         - {severity: high, rules: [dump_tool, dump_pattern], action: suspend}   # for: 24h by default
     audit:
       statement_text: redacted            # or full (the default): literals in the trail become $n
@@ -158,6 +160,7 @@ _ALARM_KEYS = (
     "paging",
     "dump",
     "coverage",
+    "repeated",
     "on_alarm",
 )
 # Each rule's section: its keys, read by _Builder.alarm_rule into the AlarmSettings field of that name.
@@ -171,10 +174,12 @@ _ALARM_RULE_KEYS: dict[str, tuple[str, ...]] = {
     "paging": ("pages", "rows", "max_gap", "severity"),
     "dump": ("applications", "tables", "severity"),
     "coverage": ("window", "min_rows", "levels"),
+    "repeated": ("rules", "at_least", "days", "within", "severity"),
 }
 _ON_ALARM_KEYS = ("severity", "rules", "tighten", "action", "for")
 _TIGHTEN_KEYS = ("max_rows", "for")
 _ON_ALARM_ACTIONS = ("suspend",)
+UNTIL_CLEARED = "until_cleared"  # on_alarm's ``for``: until a second person records a clearance
 
 _DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAY_NUMBERS = {spelling: n for n, day in enumerate(_DAY_NAMES, 1) for spelling in (day, day[:3])}
@@ -1084,7 +1089,7 @@ class _Builder:
         changes: dict[str, Any] = {}
         for key, value in spec.items():
             key_path = (*path, key)
-            if key in ("severity", "outside_allowed"):
+            if key in ("severity", "outside_allowed", "at_least"):
                 changes[key] = self.severity(value, key_path)
             elif key == "unusual":
                 if isinstance(value, ScalarNode) and value.tag == _BOOL:
@@ -1106,17 +1111,34 @@ class _Builder:
                 changes[key] = self.number(value, key_path, least=0.0, most=1.0)
             elif key in ("prefix_v4", "prefix_v6"):
                 changes[key] = self.prefix(value, key_path, 32 if key == "prefix_v4" else 128)
+            elif key == "rules":
+                changes[key] = self.escalated_rules(value, key_path)
             elif key == "applications":
                 names = [text.strip() for text, _, _ in self.items(value, key_path, "application names")]
                 if isinstance(value, SequenceNode) and not value.value:
                     self.problem(value, key_path, "list at least one name, or switch the rule off with false")
                 changes[key] = tuple(names) if names else None
-            else:  # min_rows, refusals, pages, rows, tables
+            else:  # min_rows, refusals, pages, rows, tables, days
                 changes[key] = self.positive(value, key_path)
         out = {k: v for k, v in changes.items() if v is not None}
         if out.get("unusual") == "":
             out["unusual"] = None
         return dataclasses.replace(default, **out)
+
+    def escalated_rules(self, node: Node, path: KeyPath) -> frozenset[str] | None:
+        """The rules whose alarms ``repeated`` counts: at least one, never itself."""
+        problems_before = len(self._found)
+        names: set[str] = set()
+        for name, item, item_path in self.items(node, path, "alarm rules"):
+            if name == "repeated":
+                self.problem(item, item_path, "repeated cannot count its own alarms")
+            elif name not in ALARM_RULES:
+                self.problem(item, item_path, f"unknown alarm rule {name!r} {_allowed(name, ALARM_RULES)}")
+            else:
+                names.add(name)
+        if isinstance(node, SequenceNode) and not node.value:
+            self.problem(node, path, "list at least one rule, or switch the rule off with false")
+        return frozenset(names) if len(self._found) == problems_before else None
 
     def on_alarm(self, node: Node, path: KeyPath) -> tuple[OnAlarm, ...] | None:
         if isinstance(node, ScalarNode) and node.tag == _NULL:
@@ -1187,12 +1209,29 @@ class _Builder:
                 )
             suspend = action == "suspend"
         duration = DEFAULT_ON_ALARM_DURATION
+        until_cleared = False
         if duration_node is not None:
-            duration = self.alarm_duration(duration_node, duration_path) or duration
+            text = duration_node.value.strip() if isinstance(duration_node, ScalarNode) else ""
+            if text == UNTIL_CLEARED:
+                until_cleared = True
+            elif duration_node.tag == _STR and not _DURATION.fullmatch(text.replace(" ", "")):
+                self.problem(
+                    duration_node,
+                    duration_path,
+                    f"expected a duration such as 24h or 7d, or {UNTIL_CLEARED}, "
+                    f"found {_describe(duration_node)}" + _did_you_mean(text, (UNTIL_CLEARED,)),
+                )
+            else:
+                duration = self.alarm_duration(duration_node, duration_path) or duration
         if len(self._found) > problems_before or severity is None:
             return None
         return OnAlarm(
-            severity=severity, rules=frozenset(rules), max_rows=max_rows, suspend=suspend, duration=duration
+            severity=severity,
+            rules=frozenset(rules),
+            max_rows=max_rows,
+            suspend=suspend,
+            duration=duration,
+            until_cleared=until_cleared,
         )
 
     def alarm_duration(self, node: Node, path: KeyPath) -> timedelta | None:

@@ -201,7 +201,12 @@ ALARM_RULES: dict[str, str] = {
     "dump_pattern": "a dump-like session: a snapshot or repeatable-read transaction, catalog "
     "enumeration, then whole-table reads, COPY or LOCK of table after table",
     "coverage": "the share of a protected table's distinct rows one person has seen over a long window",
+    "repeated": "alarms of the rules it names on several distinct days within a window (escalation)",
 }
+# Rules whose alarms mean rows leaving in bulk: what the repeated rule escalates by default.
+EXTRACTION_RULES = frozenset(
+    {"paging", "cursor_paging", "volume_baseline", "coverage", "dump_tool", "dump_pattern"}
+)
 
 DEFAULT_ON_ALARM_DURATION = timedelta(hours=24)  # how long an on_alarm entry lasts when it does not say
 
@@ -289,15 +294,32 @@ class CoverageAlarms:
 
 
 @dataclass(frozen=True, slots=True)
+class RepeatedAlarms:
+    """Escalation: alarms of ``rules`` at ``at_least`` or above on ``days`` distinct days (in
+    ``timezone``) within ``within`` raise one alarm of ``severity``. A drain that comes back day
+    after day is worse than any one of its days, and a day of bulk work by an honest person is
+    rarely followed by two more within a week."""
+
+    enabled: bool = True
+    rules: frozenset[str] = EXTRACTION_RULES
+    at_least: str = "high"
+    days: int = 3
+    within: timedelta = timedelta(days=7)
+    severity: str = "critical"
+
+
+@dataclass(frozen=True, slots=True)
 class OnAlarm:
     """What an alarm of ``severity`` or higher (of one of ``rules``, or any) does to its person's
-    limits, for ``duration`` from the alarm."""
+    limits, for ``duration`` from the alarm, or, with ``until_cleared``, until a second person
+    records a clearance (a suspension that only a review ends)."""
 
     severity: str
     rules: frozenset[str] = frozenset()  # empty: alarms of every rule
     max_rows: int | None = None  # rows per statement, while it lasts
     suspend: bool = False  # no statements at all, while it lasts
-    duration: timedelta = DEFAULT_ON_ALARM_DURATION
+    duration: timedelta = DEFAULT_ON_ALARM_DURATION  # ignored when until_cleared
+    until_cleared: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +337,7 @@ class AlarmSettings:
     paging: PagingAlarms = field(default_factory=PagingAlarms)
     dump: DumpAlarms = field(default_factory=DumpAlarms)
     coverage: CoverageAlarms = field(default_factory=CoverageAlarms)
+    repeated: RepeatedAlarms = field(default_factory=RepeatedAlarms)
     on_alarm: tuple[OnAlarm, ...] = ()
 
 

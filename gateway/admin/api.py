@@ -1,30 +1,46 @@
-"""The admin HTTP API (aiohttp): health, live statistics and the alarm feed for operators.
+"""The admin HTTP API (aiohttp): health, live statistics, the alarm feed, and clearances.
 
-``GET /audit/search`` streams audit records (JSON lines) for investigators, with the filters of
-``sekisho audit search``; ``GET /audit/stats`` says how the trail is doing.
+Reading health, stats and the feed needs no credentials: the API listens on loopback by default and
+says nothing a log reader could not see. Clearing a person (``POST /people/{name}/clear``) changes
+who may work, and ``GET /audit/search`` (audit records as JSON lines, with the filters of
+``sekisho audit search``) shows what everyone did, so both take the caller's own Sekisho identity:
+HTTP Basic with their name and password, checked against the same users file (SCRAM verifiers)
+that the gateway authenticates with, and the console's rule for compliance people
+(``console.may_see_everyone``; nobody clears themselves). ``GET /audit/stats`` says how the trail
+is doing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import dataclasses
+import hmac
 import json
 from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
+from scramp import ScramMechanism
 
 from gateway.audit import search as audit_search
 from gateway.config import parse_dsn
+from gateway.console import may_see_everyone
+from gateway.users import Verifier
+from policy.detect import ClearanceRefused
 
 if TYPE_CHECKING:
     from gateway.alarms import AlarmHub
     from gateway.server import Server
 
 MAX_FEED_PAGE = 1000  # alarms per GET /alarms response
+MAX_REASON = 2000  # characters of a clearance's reason
+_REALM = 'Basic realm="sekisho", charset="UTF-8"'
 
 
 class AdminAPI:
-    """Serves /health, /stats, /alarms and /alarms/stats on the admin address."""
+    """Serves /health, /stats, /alarms, /alarms/stats and /people/{name}/clear on the admin address."""
 
     def __init__(self, server: Server, host: str, port: int, alarms: AlarmHub | None = None) -> None:
         self._server = server
@@ -37,6 +53,7 @@ class AdminAPI:
         app.router.add_get("/stats", self._stats)
         app.router.add_get("/alarms", self._alarm_feed)
         app.router.add_get("/alarms/stats", self._alarm_stats)
+        app.router.add_post("/people/{name}/clear", self._clear)
         app.router.add_get("/audit/search", self._audit_search)
         app.router.add_get("/audit/stats", self._audit_stats)
         self.app = app
@@ -82,7 +99,11 @@ class AdminAPI:
 
     async def _audit_search(self, request: web.Request) -> web.StreamResponse:
         """``GET /audit/search?person=&table=&since=&until=&decision=&kind=&limit=``: matching
-        records, oldest first, one JSON object per line, streamed as the database yields them."""
+        records, oldest first, one JSON object per line, streamed as the database yields them.
+        For compliance people only (HTTP Basic, as for clearances): 401 or 403 otherwise."""
+        investigator = await self._authenticated(request)
+        if not may_see_everyone(self._server.policy.policy, investigator):
+            raise web.HTTPForbidden(text=f"{investigator} may not search the audit trail")
         database = self._server.config.audit.database
         if database is None:
             raise web.HTTPNotFound(text="no audit database is configured (audit.database)")
@@ -120,3 +141,61 @@ class AdminAPI:
             await conn.close()
         await response.write_eof()
         return response
+
+    async def _clear(self, request: web.Request) -> web.Response:
+        """``POST /people/{name}/clear`` with JSON ``{"reason": "..."}`` and HTTP Basic credentials
+        of a compliance person: lifts ``name``'s suspension or tightening and returns the recorded
+        clearance. 401 without valid credentials, 403 for people who may not clear (or clearing
+        themselves), 409 when there is nothing to clear, 400 without a reason."""
+        clearer = await self._authenticated(request)
+        policy = self._server.policy.policy
+        if not may_see_everyone(policy, clearer):
+            raise web.HTTPForbidden(text=f"{clearer} may not clear people (approvers of elevations may)")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(
+                text='expected a JSON body such as {"reason": "reviewed with ..."}'
+            ) from None
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+            raise web.HTTPBadRequest(
+                text=f"give a reason (a non-empty string of at most {MAX_REASON} characters)"
+            )
+        try:
+            clearance = self._server.clear(request.match_info["name"], clearer, reason)
+        except ClearanceRefused as exc:
+            status = {"self_clearance": web.HTTPForbidden, "no_reason": web.HTTPBadRequest}.get(
+                exc.code, web.HTTPConflict
+            )
+            raise status(text=str(exc)) from None
+        return web.json_response(clearance.to_dict())
+
+    async def _authenticated(self, request: web.Request) -> str:
+        """The Sekisho user whose name and password the request carries (HTTP Basic)."""
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:
+            name, sep, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            sep = ""
+        if scheme.lower() != "basic" or not sep:
+            raise web.HTTPUnauthorized(text="credentials required", headers={"WWW-Authenticate": _REALM})
+        verifier = self._server.users().get(name)
+        if not await asyncio.to_thread(_password_matches, verifier, password):
+            raise web.HTTPUnauthorized(text="wrong name or password", headers={"WWW-Authenticate": _REALM})
+        return name
+
+
+_NOBODY = Verifier(4096, b"sekisho-no-user!", b"\0" * 32, b"\0" * 32)  # same work for unknown names
+
+
+def _password_matches(verifier: Verifier | None, password: str) -> bool:
+    """Whether ``password`` is the one behind the SCRAM-SHA-256 verifier (RFC 5802's StoredKey)."""
+    known = verifier or _NOBODY
+    try:
+        _, stored, _, _ = ScramMechanism("SCRAM-SHA-256").make_auth_info(
+            password, iteration_count=known.iterations, salt=known.salt
+        )
+    except ValueError:  # a password SASLprep refuses
+        return False
+    return verifier is not None and hmac.compare_digest(bytes(stored), verifier.stored_key)

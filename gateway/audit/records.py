@@ -133,6 +133,12 @@ def alarm(alarm_fields: Mapping[str, Any]) -> Record:
     }
 
 
+def clearance(fields: Mapping[str, Any]) -> Record:
+    """A compliance person lifted someone's suspension or tightening (who, whom, why)."""
+    data = dict(fields)
+    return {"kind": "clearance", "at": timestamp(), "person": data.get("user"), "clearance": data}
+
+
 def restriction(
     *, person: str, max_rows: int | None, suspended: bool, until: str | None, alarms: list[str]
 ) -> Record:

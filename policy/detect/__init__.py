@@ -18,9 +18,11 @@ volume             volume_baseline: a day far above the person's learned daily v
 first_access       first_access: first read of a protected table
 hours              outside_allowed_hours, unusual_hours (learned)
 addresses          new_address: a network not used before (learned)
+repeated           repeated: alarms of the named rules on several days within a window
 =================  =========================================================================
 
-``tightening`` turns active alarms into tighter limits, per the policy's ``on_alarm``.
+``tightening`` turns active alarms into tighter limits, per the policy's ``on_alarm``, and keeps
+the holds that last until a second person clears them (``Holds``, ``Clearance``).
 """
 
 from __future__ import annotations
@@ -28,15 +30,25 @@ from __future__ import annotations
 from policy.detect.alarm import Alarm, Finding, Plain, severity_rank
 from policy.detect.detector import RULES, Detector
 from policy.detect.hll import HyperLogLog
-from policy.detect.tightening import Tightening, tighten, tightening_for
+from policy.detect.tightening import (
+    Clearance,
+    ClearanceRefused,
+    Holds,
+    Tightening,
+    tighten,
+    tightening_for,
+)
 from policy.events import ConnectionEvent, QuotaUsage, StatementEvent
 
 __all__ = [
     "RULES",
     "Alarm",
+    "Clearance",
+    "ClearanceRefused",
     "ConnectionEvent",
     "Detector",
     "Finding",
+    "Holds",
     "HyperLogLog",
     "Plain",
     "QuotaUsage",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Self, TypeVar
 
-from policy.detect.alarm import Finding, Plain
+from policy.detect.alarm import Alarm, Finding, Plain
 from policy.events import ConnectionEvent, QuotaUsage, StatementEvent
 from policy.model import AlarmSettings, Policy
 
@@ -31,7 +31,8 @@ class PersonRule:
 
     The detector makes one per person and family (``RULES`` in ``policy.detect.detector``), calls
     the hook for each event of that person in time order, and ``close_day`` when the person's
-    local day changes (``active``: the closed day had statements or connections). Hooks return
+    local day changes (``active``: the closed day had statements or connections), and ``alarm``
+    with each alarm raised about the person by the other rules. Hooks return
     findings; the detector turns them into alarms and drops repeats. Work per event must stay
     O(1)-ish and state bounded: a month of a busy person replays in seconds.
     """
@@ -49,6 +50,10 @@ class PersonRule:
         return []
 
     def quota(self, usage: QuotaUsage, ctx: Context) -> list[Finding]:
+        return []
+
+    def alarm(self, alarm: Alarm, ctx: Context) -> list[Finding]:
+        """An alarm the detector has just raised about this person (for escalation rules)."""
         return []
 
     def close_day(self, active: bool, ctx: Context) -> None:

@@ -3,7 +3,8 @@
 Time comes only from the events, so a recorded month replays exactly as it ran live (and fast:
 each event costs a few dictionary operations per rule). Days are counted in the alarms' time zone;
 when a person's first event of a new day arrives, each rule closes the last one (baselines learn
-from it). The same rule, person and key is not raised again within ``dedup``; rules that should
+from it). The alarms raised are fed back to the rules once (``PersonRule.alarm``), which is how
+``repeated`` escalates. The same rule, person and key is not raised again within ``dedup``; rules that should
 speak once per day or per run also keep their own memory of having spoken.
 
 The whole state is plain data (``to_dict``/``from_dict``), for the gateway to persist across
@@ -29,6 +30,7 @@ from policy.detect.hours import Hours
 from policy.detect.paging import Paging
 from policy.detect.probing import Probing
 from policy.detect.quota import QuotaThresholds
+from policy.detect.repeated import Repeated
 from policy.detect.volume import VolumeBaseline
 from policy.events import ConnectionEvent, QuotaUsage, StatementEvent
 from policy.model import AlarmSettings, Policy
@@ -44,6 +46,7 @@ RULES: tuple[type[PersonRule], ...] = (
     FirstAccess,
     Hours,
     NewAddress,
+    Repeated,  # sees the alarms of the others (``PersonRule.alarm``), so it comes last
 )
 STATE_VERSION = 1
 _PRUNE_FLOOR = 4096  # dedup entries kept before expired ones are swept
@@ -137,7 +140,18 @@ class Detector:
         for rule in person.rules.values():
             if self._enabled[rule.name]:
                 findings += hook(rule, ctx)
-        return self._deduplicated(user, at, ctx.at, findings) if findings else []
+        if not findings:
+            return []
+        alarms = self._deduplicated(user, at, ctx.at, findings)
+        # The raised alarms go back to the rules (escalation); one round, so what that raises is final.
+        echoes = [
+            echo
+            for alarm in alarms
+            for rule in person.rules.values()
+            if self._enabled[rule.name]
+            for echo in rule.alarm(alarm, ctx)
+        ]
+        return alarms + self._deduplicated(user, at, ctx.at, echoes) if echoes else alarms
 
     def _deduplicated(self, user: str, at: datetime, now: float, findings: list[Finding]) -> list[Alarm]:
         period = self._settings.dedup.total_seconds()

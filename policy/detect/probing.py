@@ -1,6 +1,8 @@
 """probing: many refusals in a short time (``refusals`` within ``within``, 5 in 10 minutes by
 default): someone trying statement after statement to find what the policy lets through, or
-password after password. Refused statements and refused connections both count."""
+password after password. Refused statements and refused connections both count, except refusals
+of a suspended person (rule ``suspended``): they probe nothing, and counting them would raise an
+alarm an hour for as long as the suspension lasts."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from policy.detect.base import Context, PersonRule
 from policy.events import ConnectionEvent, StatementEvent
 from policy.model import AlarmSettings
 
+SUSPENDED = "suspended"  # the rule of a suspended person's refusals (gateway.gate, bench.insider)
 _KEPT = 64  # refusals remembered (a policy asking for more in one window is capped here)
 
 
@@ -27,7 +30,7 @@ class Probing(PersonRule):
         return settings.probing.enabled
 
     def statement(self, ev: StatementEvent, ctx: Context) -> list[Finding]:
-        if ev.allowed:
+        if ev.allowed or ev.rule == SUSPENDED:
             return []
         return self._refused(ev.user, ev.rule or ev.sqlstate or "refused", ctx)
 

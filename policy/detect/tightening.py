@@ -1,58 +1,197 @@
 """Automatic tightening: what a person's alarms do to their limits, per the policy's ``on_alarm``.
 
 Each ``on_alarm`` entry applies to alarms of its severity or higher (and of its rules, when it
-names some) for its duration from the alarm. While several apply, the strictest wins: the smallest
-row cap, suspension if any suspends, until the last of them ends. The gateway merges the result
-into the person's permissions (``tighten``) and refuses every statement of a suspended person.
+names some) for its duration from the alarm, or, for ``for: until_cleared``, until a second person
+records a clearance. While several apply, the strictest wins: the smallest row cap, suspension if
+any suspends, until the last of them ends (never, while one lasts until cleared). The gateway
+merges the result into the person's permissions (``tighten``) and refuses every statement of a
+suspended person.
+
+An alarm is forgotten by the gateway after a while, and a restart forgets them all, but a hold
+until cleared must outlast both: ``Holds`` keeps the alarms behind each hold and the clearances,
+as plain data the gateway persists. A clearance is data too (who, when, whom, why); it lifts
+whatever the alarms raised up to it did to the person, and nobody may clear themselves.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from policy.detect.alarm import Alarm
-from policy.model import AlarmSettings
+from policy.detect.alarm import Alarm, Plain
+from policy.model import AlarmSettings, OnAlarm
 from policy.permissions import Permissions
+
+_HELD_ALARMS = 64  # alarms kept per held person (the earliest ones: what started the hold)
+_CLEARANCES = 1000  # clearances kept for the record (the audit log has every one)
 
 
 @dataclass(frozen=True, slots=True)
 class Tightening:
     max_rows: int | None  # rows per statement; None: the permissions' own cap
     suspend: bool  # no statements at all
-    until: datetime  # when the last of the effects behind it ends
+    until: datetime | None  # when the last of the effects behind it ends; None: until cleared
     alarms: tuple[str, ...] = ()  # ids of the alarms behind it, for the refusal message and the audit
+
+    def lapsed(self, now: datetime) -> bool:
+        return self.until is not None and now >= self.until
+
+    def describe_until(self) -> str:
+        """For messages: a time, or who ends it."""
+        if self.until is None:
+            return "a compliance reviewer clears them"
+        return self.until.strftime("%Y-%m-%d %H:%M UTC")
+
+
+class ClearanceRefused(ValueError):
+    """A clearance that may not be recorded (``code`` says why, for the console and the API)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Clearance:
+    """A second person's decision that ``user`` may work again after review."""
+
+    user: str  # whose hold (and tightening) is lifted
+    by: str  # who cleared: never ``user``
+    at: datetime
+    reason: str
+
+    def to_dict(self) -> dict[str, Plain]:
+        return {"user": self.user, "by": self.by, "at": self.at.isoformat(), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Clearance:
+        return cls(
+            str(data["user"]), str(data["by"]), datetime.fromisoformat(str(data["at"])), str(data["reason"])
+        )
+
+
+def _applies(entry: OnAlarm, alarm: Alarm) -> bool:
+    return alarm.at_least(entry.severity) and (not entry.rules or alarm.rule in entry.rules)
+
+
+class Holds:
+    """Who is held until cleared (the alarms that did it) and the clearances recorded.
+
+    ``note`` the alarms as they are raised; ``clear`` records a clearance. Pure and plain data
+    (``to_dict``/``from_dict``): the gateway keeps it across restarts, the simulation in memory.
+    """
+
+    def __init__(
+        self, held: dict[str, list[Alarm]] | None = None, clearances: list[Clearance] | None = None
+    ) -> None:
+        self._held: dict[str, list[Alarm]] = held if held is not None else {}
+        self._clearances: list[Clearance] = clearances if clearances is not None else []
+        self._cleared: dict[str, datetime] = {}
+        for clearance in self._clearances:
+            self._cleared[clearance.user] = max(clearance.at, self._cleared.get(clearance.user, clearance.at))
+
+    def note(self, alarms: Iterable[Alarm], settings: AlarmSettings) -> list[str]:
+        """Hold the people whose alarms meet an ``until_cleared`` entry; who was newly held."""
+        entries = [entry for entry in settings.on_alarm if entry.until_cleared]
+        newly: list[str] = []
+        for alarm in alarms:
+            if not any(_applies(entry, alarm) for entry in entries):
+                continue
+            cleared = self._cleared.get(alarm.user)
+            if cleared is not None and alarm.at <= cleared:
+                continue
+            held = self._held.setdefault(alarm.user, [])
+            if not held:
+                newly.append(alarm.user)
+            if len(held) < _HELD_ALARMS and all(a.id != alarm.id for a in held):
+                held.append(alarm)
+        return newly
+
+    def held(self, user: str) -> tuple[Alarm, ...]:
+        """The alarms holding ``user`` until cleared (empty: not held)."""
+        return tuple(self._held.get(user, ()))
+
+    def people(self) -> list[str]:
+        return sorted(self._held)
+
+    def cleared_at(self, user: str) -> datetime | None:
+        """The latest clearance of ``user``: alarms up to it no longer tighten them."""
+        return self._cleared.get(user)
+
+    @property
+    def clearances(self) -> tuple[Clearance, ...]:
+        return tuple(self._clearances)
+
+    def clear(self, clearance: Clearance) -> None:
+        """Record ``clearance``; raises ClearanceRefused when the clearer is the person, the
+        reason is empty, or a later clearance of the person is already recorded."""
+        if clearance.by == clearance.user:
+            raise ClearanceRefused("self_clearance", f"{clearance.by} may not clear themselves")
+        if not clearance.reason.strip():
+            raise ClearanceRefused("no_reason", "a clearance needs a reason, for the record")
+        last = self._cleared.get(clearance.user)
+        if last is not None and clearance.at < last:
+            raise ClearanceRefused(
+                "out_of_order", f"{clearance.user} was already cleared at {last.isoformat()}"
+            )
+        self._held.pop(clearance.user, None)
+        self._cleared[clearance.user] = clearance.at
+        self._clearances.append(clearance)
+        del self._clearances[:-_CLEARANCES]
+
+    def to_dict(self) -> dict[str, Plain]:
+        return {
+            "held": {user: [a.to_dict() for a in alarms] for user, alarms in self._held.items()},
+            "clearances": [c.to_dict() for c in self._clearances],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Holds:
+        held = {
+            str(user): [Alarm.from_dict(a) for a in alarms] for user, alarms in data.get("held", {}).items()
+        }
+        return cls(held, [Clearance.from_dict(c) for c in data.get("clearances", [])])
 
 
 def tightening_for(
-    user: str, alarms: Iterable[Alarm], settings: AlarmSettings, now: datetime
+    user: str, alarms: Iterable[Alarm], settings: AlarmSettings, now: datetime, holds: Holds | None = None
 ) -> Tightening | None:
     """The tightening in force for ``user`` at ``now`` from ``alarms`` (any people's; others are
-    skipped), or None when no ``on_alarm`` entry applies."""
+    skipped) and from what ``holds`` keeps of them, or None when no ``on_alarm`` entry applies.
+    Alarms at or before the person's latest clearance in ``holds`` count for nothing."""
     max_rows: int | None = None
     suspend = False
     until: datetime | None = None
+    forever = False
     behind: list[str] = []
-    for alarm in alarms:
-        if alarm.user != user:
+    cleared = holds.cleared_at(user) if holds is not None else None
+    held = holds.held(user) if holds is not None else ()
+    for alarm in (*held, *alarms):
+        if alarm.user != user or (cleared is not None and alarm.at <= cleared):
             continue
         for entry in settings.on_alarm:
-            if not alarm.at_least(entry.severity) or (entry.rules and alarm.rule not in entry.rules):
+            if not _applies(entry, alarm) or alarm.at > now:
                 continue
-            ends = alarm.at + entry.duration
-            if not alarm.at <= now < ends:
-                continue
+            if entry.until_cleared:
+                forever = True
+            else:
+                ends = alarm.at + entry.duration
+                if now >= ends:
+                    continue
+                until = ends if until is None else max(until, ends)
             if entry.max_rows is not None:
                 max_rows = entry.max_rows if max_rows is None else min(max_rows, entry.max_rows)
             suspend |= entry.suspend
-            until = ends if until is None else max(until, ends)
             if alarm.id not in behind:
                 behind.append(alarm.id)
-    if until is None:
+    if until is None and not forever:
         return None
-    return Tightening(max_rows=max_rows, suspend=suspend, until=until, alarms=tuple(behind))
+    return Tightening(
+        max_rows=max_rows, suspend=suspend, until=None if forever else until, alarms=tuple(behind)
+    )
 
 
 def tighten(permissions: Permissions, tightening: Tightening | None) -> Permissions:

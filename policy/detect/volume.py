@@ -4,8 +4,12 @@ Each person's daily volume (rows of protected tables that reached them, on days 
 is learned as an exponentially weighted mean and variance over about ``memory_days`` days. Once
 ``learning_days`` days are learned, a day whose running total passes all of ``factor`` x the mean,
 the mean plus ``deviations`` standard deviations, and ``min_rows`` raises one alarm for that day.
-A closed day enters the baseline capped at the threshold, so one bad day does not teach the
-baseline that bad days are normal; a volume that creeps up slowly is the coverage rule's to catch.
+A day that raised the alarm is not learned at all: a streak of drain days keeps alarming day
+after day. (Entering it capped at the threshold, as before, raised mean and deviation enough that
+a steady drain taught the baseline within three days; entering it at the mean it had would still
+shrink the deviation, making an honest busy day after a streak look stranger than it is.) The
+cost: a person whose work really grows keeps alarming daily until the policy's thresholds change.
+A volume that creeps up slowly, under the threshold, is the coverage rule's to catch.
 """
 
 from __future__ import annotations
@@ -81,10 +85,8 @@ class VolumeBaseline(PersonRule):
         ]
 
     def close_day(self, active: bool, ctx: Context) -> None:
-        if active:
+        if active and not self._alarmed:
             value = float(self._today)
-            if self._threshold is not None:
-                value = min(value, self._threshold)
             self._days += 1
             weight = ewma_weight(self._days, ctx.settings.memory_days)
             diff = value - self._mean

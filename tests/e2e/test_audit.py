@@ -7,6 +7,7 @@ with ``sekisho audit verify`` / ``search`` as an investigator would.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import shutil
@@ -415,14 +416,25 @@ def test_search_by_person_table_time_and_decision(gateway_factory: GatewayFactor
     table = _cli("search", "--dsn", audit_dsn, "--person", "alice", "--kind", "statement")
     assert table.stdout.splitlines()[0].startswith("at\tkind\tperson")
     assert "orders" in table.stdout
+
     # The same through the admin API, streamed as JSON lines.
-    url = f"http://127.0.0.1:{admin}/audit/search?person=contractor&decision=refused&kind=statement"
-    with urllib.request.urlopen(url, timeout=10) as response:
+    def get(path: str, who: str | None) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{admin}{path}")
+        if who is not None:
+            token = base64.b64encode(f"{who}:{who}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        return urllib.request.urlopen(request, timeout=10)  # noqa: S310  http://127.0.0.1 only
+
+    with get("/audit/search?person=contractor&decision=refused&kind=statement", "lead") as response:
         assert response.headers["Content-Type"].startswith("application/x-ndjson")
         api = [json.loads(line) for line in response.read().splitlines()]
     assert [r["rule"] for r in api] == ["server_files"]
+    for who, code in ((None, 401), ("contractor", 403)):  # investigators only
+        with pytest.raises(urllib.error.HTTPError) as refused_search:
+            get("/audit/search?person=contractor", who)
+        assert refused_search.value.code == code
     with pytest.raises(urllib.error.HTTPError) as bad_request:
-        urllib.request.urlopen(f"http://127.0.0.1:{admin}/audit/search?decision=maybe", timeout=10)
+        get("/audit/search?decision=maybe", "lead")
     assert bad_request.value.code == 400
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/audit/stats", timeout=10) as response:
         stats = json.loads(response.read())

@@ -21,6 +21,7 @@ from policy.model import (
     PagingAlarms,
     ProbingAlarms,
     QuotaAlarms,
+    RepeatedAlarms,
     VolumeAlarms,
 )
 
@@ -65,10 +66,13 @@ def test_every_key() -> None:
           paging: {pages: 10, rows: 500, max_gap: 30m, severity: critical}
           dump: {applications: [pg_dump, mydumper], tables: 3, severity: critical}
           coverage: {window: 365d, min_rows: 100, levels: {1: low, 2.5: medium, 50: critical}}
+          repeated: {rules: [paging, coverage], at_least: medium, days: 2, within: 3d, severity: high}
           on_alarm:
             - {severity: high, tighten: {max_rows: 10, for: 12h}}
             - {severity: critical, action: suspend, for: 7d}
             - {severity: medium, rules: [dump_tool, paging], tighten: {max_rows: 1}}
+            - {severity: critical, rules: [repeated], action: suspend, for: until_cleared}
+            - {severity: high, tighten: {max_rows: 5, for: until_cleared}}
         """
     )
     assert settings == AlarmSettings(
@@ -89,10 +93,19 @@ def test_every_key() -> None:
             min_rows=100,
             levels=((1.0, "low"), (2.5, "medium"), (50.0, "critical")),
         ),
+        repeated=RepeatedAlarms(
+            rules=frozenset({"paging", "coverage"}),
+            at_least="medium",
+            days=2,
+            within=timedelta(days=3),
+            severity="high",
+        ),
         on_alarm=(
             OnAlarm(severity="high", max_rows=10, duration=timedelta(hours=12)),
             OnAlarm(severity="critical", suspend=True, duration=timedelta(days=7)),
             OnAlarm(severity="medium", rules=frozenset({"dump_tool", "paging"}), max_rows=1),
+            OnAlarm(severity="critical", rules=frozenset({"repeated"}), suspend=True, until_cleared=True),
+            OnAlarm(severity="high", max_rows=5, until_cleared=True),
         ),
     )
     assert settings.on_alarm[2].duration == timedelta(hours=24)  # the default
@@ -119,8 +132,19 @@ def test_the_demo_policy_has_an_alarms_section() -> None:
     settings = load_policy(path.read_text(encoding="utf-8"), str(path)).alarms
     assert settings.timezone == "Asia/Tokyo"
     assert settings.coverage.levels[-1] == (25.0, "critical")
-    assert OnAlarm(severity="high", max_rows=10, duration=timedelta(hours=24)) in settings.on_alarm
-    assert any(entry.suspend and entry.severity == "critical" for entry in settings.on_alarm)
+    # A full hourly quota is the quota working: not high, so it tightens nobody.
+    assert settings.quota.levels[-1] == (100.0, "medium")
+    # The 10-row cap follows only alarms that mean rows leaving in bulk.
+    [cap] = [entry for entry in settings.on_alarm if entry.max_rows is not None]
+    assert (cap.severity, cap.max_rows, cap.duration) == ("high", 10, timedelta(hours=24))
+    assert cap.rules == {"paging", "cursor_paging", "coverage"}
+    # A drain that comes back on three days of a week is suspended until a second person clears it.
+    assert (settings.repeated.days, settings.repeated.within, settings.repeated.severity) == (
+        3,
+        timedelta(days=7),
+        "critical",
+    )
+    assert OnAlarm(severity="critical", suspend=True, until_cleared=True) in settings.on_alarm
 
 
 @pytest.mark.parametrize(
@@ -216,6 +240,37 @@ def test_the_demo_policy_has_an_alarms_section() -> None:
         (
             "alarms: {on_alarm: [{severity: high, action: suspend, rules: [pagin]}]}\n",
             "p.yaml:4: alarms.on_alarm[0].rules[0]: unknown alarm rule 'pagin' (allowed: ",
+        ),
+        (
+            "alarms: {repeated: {rules: [paging, repeated]}}\n",
+            "p.yaml:4: alarms.repeated.rules[1]: repeated cannot count its own alarms",
+        ),
+        (
+            "alarms: {repeated: {rules: [pagin]}}\n",
+            "p.yaml:4: alarms.repeated.rules[0]: unknown alarm rule 'pagin' (allowed: ",
+        ),
+        ("alarms: {repeated: {rules: []}}\n", "p.yaml:4: alarms.repeated.rules: list at least one rule"),
+        ("alarms: {repeated: {rules: paging}}\n", "p.yaml:4: alarms.repeated.rules: expected a list"),
+        (
+            "alarms: {repeated: {at_least: urgent}}\n",
+            "p.yaml:4: alarms.repeated.at_least: unknown severity 'urgent'",
+        ),
+        ("alarms: {repeated: {days: 0}}\n", "p.yaml:4: alarms.repeated.days: must be at least 1, found 0"),
+        ("alarms: {repeated: {within: 0d}}\n", "p.yaml:4: alarms.repeated.within: must be longer than zero"),
+        ("alarms: {repeated: {day: 3}}\n", "p.yaml:4: alarms.repeated.day: unknown key (allowed: rules, "),
+        (
+            "alarms: {on_alarm: [{severity: critical, action: suspend, for: until_clear}]}\n",
+            "p.yaml:4: alarms.on_alarm[0].for: expected a duration such as 24h or 7d, or until_cleared, "
+            "found the text 'until_clear'; did you mean until_cleared?",
+        ),
+        (
+            "alarms: {on_alarm: [{severity: critical, action: suspend, for: forever}]}\n",
+            "p.yaml:4: alarms.on_alarm[0].for: expected a duration such as 24h or 7d, or until_cleared",
+        ),
+        (
+            "alarms: {on_alarm: [{severity: high, tighten: {max_rows: 1, for: until cleared}}]}\n",
+            "p.yaml:4: alarms.on_alarm[0].tighten.for: expected a duration such as 24h or 7d, "
+            "or until_cleared",
         ),
     ],
 )

@@ -14,7 +14,10 @@ from pglast.parser import normalize
 
 from policy.detect import (
     Alarm,
+    Clearance,
+    ClearanceRefused,
     Detector,
+    Holds,
     HyperLogLog,
     QuotaUsage,
     Tightening,
@@ -23,6 +26,7 @@ from policy.detect import (
 )
 from policy.detect.coverage import Coverage
 from policy.detect.paging import literal_values, shape_of
+from policy.detect.repeated import Repeated
 from policy.detect.volume import VolumeBaseline
 from policy.events import ConnectionEvent, StatementEvent
 from policy.loader import load_policy
@@ -33,6 +37,7 @@ from policy.model import (
     PagingAlarms,
     Policy,
     ProbingAlarms,
+    RepeatedAlarms,
     Role,
     TimeWindow,
     User,
@@ -91,6 +96,7 @@ def quiet(settings: AlarmSettings | None = None, **sections: Any) -> AlarmSettin
             "paging",
             "dump",
             "coverage",
+            "repeated",
         )
         if name not in sections
     }
@@ -195,6 +201,25 @@ def test_a_day_far_above_the_learned_volume_raises_one_alarm() -> None:
     # The next day starts afresh against a baseline that the bad day did not inflate much.
     assert baseline.mean < 1000
     assert detector.observe_statement(stmt(day21 + timedelta(days=1), "SELECT 1", rows=600)) == []
+
+
+def test_a_streak_of_drain_days_keeps_alarming() -> None:
+    """An alarmed day is not learned: day after day of a drain stays far above the baseline."""
+    detector = Detector(settings=quiet(volume=None, timezone="Asia/Tokyo"))
+    feed(detector, working_days(T0, 20, iter([500] * 20)))
+    baseline = detector.state("maint", VolumeBaseline)
+    assert baseline is not None
+    learned = (baseline.mean, baseline.deviation)
+    drain = T0 + timedelta(days=20)
+    alarmed = feed(detector, working_days(drain, 10, iter([3000] * 10)))
+    assert rules(alarmed) == ["volume_baseline"] * 10
+    assert [a.key for a in alarmed] == [(drain + timedelta(days=d)).date().isoformat() for d in range(10)]
+    assert (baseline.mean, baseline.deviation) == learned
+    # An ordinary day after the streak is learned again, and is not an alarm.
+    after = T0 + timedelta(days=30)
+    assert detector.observe_statement(stmt(after, "SELECT 1", rows=700)) == []
+    detector.observe_statement(stmt(after + timedelta(days=1), "SELECT 1", rows=1))
+    assert baseline.mean > learned[0]
 
 
 def test_no_volume_alarm_while_learning_or_below_the_floor() -> None:
@@ -806,3 +831,146 @@ def test_tighten_merges_the_row_cap_into_permissions() -> None:
     loose = Tightening(max_rows=500, suspend=False, until=until)
     assert tighten(permissions_for(policy, "maint"), loose).max_rows == 100
     assert tighten(permissions_for(policy, "maint"), None) == permissions_for(policy, "maint")
+
+
+# ---------------------------------------------------------------------------- repeated (escalation)
+
+
+def paging_day(day: int, *, hours: float = 0.0) -> list[StatementEvent]:
+    """A run of 20 keyset pages on day ``day`` after T0: one high paging alarm that day."""
+    shift = timedelta(days=day, hours=hours)
+    return [dataclasses.replace(e, at=e.at + shift) for e in keyset_pages(20)]
+
+
+def escalating(**changes: Any) -> Detector:
+    return Detector(settings=quiet(paging=None, repeated=RepeatedAlarms(**changes), timezone="Asia/Tokyo"))
+
+
+def test_alarms_of_the_named_rules_on_three_days_within_a_week_escalate() -> None:
+    detector = escalating()
+    assert rules(feed(detector, paging_day(0) + paging_day(2))) == ["paging", "paging"]
+    state = detector.state("maint", Repeated)
+    assert state is not None
+    assert [d.isoformat() for d in state.days] == ["2024-04-01", "2024-04-03"]
+    third = feed(detector, paging_day(5))
+    assert rules(third) == ["paging", "repeated"]
+    paging, escalation = third
+    assert (escalation.severity, escalation.at) == ("critical", paging.at)
+    assert escalation.evidence["days"] == ["2024-04-01", "2024-04-03", "2024-04-06"]
+    assert escalation.evidence["last_alarm"] == paging.id
+    assert escalation.key == "2024-04-06"
+    # The days are spent: the next escalation needs three fresh days.
+    assert state.days == ()
+    assert rules(feed(detector, paging_day(6) + paging_day(7))) == ["paging", "paging"]
+    assert rules(feed(detector, paging_day(8))) == ["paging", "repeated"]
+
+
+def test_escalation_stays_quiet_on_what_it_does_not_count() -> None:
+    # Two alarms on one day are one day; days spread wider than the window never make three.
+    detector = escalating()
+    spread = paging_day(0) + paging_day(0, hours=3) + paging_day(4) + paging_day(8) + paging_day(12)
+    assert rules(feed(detector, spread)) == ["paging"] * 5
+    # Rules it does not name, and alarms below at_least, do not count.
+    for changes in ({"rules": frozenset({"coverage"})}, {"at_least": "critical"}):
+        other = escalating(**changes)
+        assert rules(feed(other, paging_day(0) + paging_day(1) + paging_day(2))) == ["paging"] * 3
+    # Switched off.
+    off = escalating(enabled=False)
+    assert rules(feed(off, paging_day(0) + paging_day(1) + paging_day(2))) == ["paging"] * 3
+
+
+def test_ordinary_work_with_a_busy_day_now_and_then_never_escalates() -> None:
+    """A month of ordinary lookups, with the volume rule and a day of bulk work every ten days."""
+    settings = dataclasses.replace(AlarmSettings(timezone="Asia/Tokyo"), learning_days=5)
+    detector = Detector(settings=settings, table_rows={CUSTOMERS: 100_000})
+    rng = random.Random(11)
+    raised: list[Alarm] = []
+    for day in range(60):
+        start = T0 + timedelta(days=day)
+        rows = 3000 if day % 10 == 9 else rng.randint(50, 150)
+        raised += detector.observe_statement(stmt(start, "SELECT id FROM customers WHERE id = 1", rows=rows))
+    assert "volume_baseline" in rules(raised)
+    assert "repeated" not in rules(raised)
+
+
+def test_escalation_state_round_trips_and_replays() -> None:
+    events = paging_day(0) + paging_day(2) + paging_day(3)
+    whole = escalating()
+    expected = feed(whole, events)
+    assert rules(expected)[-1] == "repeated"
+    resumed = escalating()
+    got: list[Alarm] = []
+    for start in range(0, len(events), 7):
+        got += feed(resumed, events[start : start + 7])
+        saved = json.loads(json.dumps(resumed.to_dict()))
+        resumed = Detector.from_dict(saved, settings=resumed.settings)
+    assert got == expected
+
+
+# ---------------------------------------------------------------------------- holds until cleared
+
+HOLDING = AlarmSettings(
+    on_alarm=(
+        OnAlarm(severity="high", rules=frozenset({"paging"}), max_rows=10, duration=timedelta(hours=24)),
+        OnAlarm(severity="critical", suspend=True, until_cleared=True),
+    )
+)
+
+
+def test_a_critical_alarm_holds_the_person_until_someone_else_clears_them() -> None:
+    holds = Holds()
+    critical = alarm("critical", "repeated")
+    assert holds.note([alarm("high"), alarm("high", user="lead")], HOLDING) == []
+    assert holds.note([critical], HOLDING) == ["maint"]
+    assert holds.note([critical], HOLDING) == []  # already held
+    # No end: a year on, with the alarm long gone from the gateway's memory, still suspended.
+    later = T0 + timedelta(days=365)
+    held = tightening_for("maint", [], HOLDING, later, holds)
+    assert held == Tightening(max_rows=None, suspend=True, until=None, alarms=(critical.id,))
+    assert not held.lapsed(later)
+    assert "clears them" in held.describe_until()
+    assert tightening_for("lead", [], HOLDING, later, holds) is None
+    # Nobody clears themselves, and a clearance states its reason.
+    with pytest.raises(ClearanceRefused, match="themselves") as caught:
+        holds.clear(Clearance(user="maint", by="maint", at=later, reason="it was me"))
+    assert caught.value.code == "self_clearance"
+    with pytest.raises(ClearanceRefused, match="reason"):
+        holds.clear(Clearance(user="maint", by="lead", at=later, reason="  "))
+    assert tightening_for("maint", [critical], HOLDING, later, holds) is not None
+    # A second person clears: the hold and every effect of the alarms up to then are lifted.
+    cleared = Clearance(user="maint", by="lead", at=later, reason="incident INC-42, approved")
+    holds.clear(cleared)
+    assert holds.people() == []
+    assert holds.clearances == (cleared,)
+    assert tightening_for("maint", [critical, alarm("high", at=later)], HOLDING, later, holds) is None
+    # A new alarm after the clearance holds again.
+    again = alarm("critical", "coverage", at=later + timedelta(days=1))
+    assert holds.note([critical, again], HOLDING) == ["maint"]
+    assert holds.held("maint") == (again,)
+    with pytest.raises(ClearanceRefused, match="already cleared"):
+        holds.clear(Clearance(user="maint", by="lead", at=later - timedelta(hours=1), reason="late"))
+
+
+def test_timed_tightening_and_a_hold_merge() -> None:
+    holds = Holds()
+    high = alarm("high")
+    critical = alarm("critical", "repeated", at=T0 + timedelta(hours=1))
+    holds.note([high, critical], HOLDING)
+    merged = tightening_for("maint", [high, critical], HOLDING, T0 + timedelta(hours=2), holds)
+    assert merged == Tightening(max_rows=10, suspend=True, until=None, alarms=(critical.id, high.id))
+    # Without the until_cleared entry the same alarms only cap, for a day.
+    timed = dataclasses.replace(HOLDING, on_alarm=HOLDING.on_alarm[:1])
+    assert tightening_for("maint", [high, critical], timed, T0 + timedelta(hours=2)) == Tightening(
+        max_rows=10, suspend=False, until=T0 + timedelta(hours=24), alarms=(high.id,)
+    )
+
+
+def test_holds_round_trip_through_json() -> None:
+    holds = Holds()
+    holds.note([alarm("critical", "repeated")], HOLDING)
+    holds.clear(Clearance(user="other", by="lead", at=T0, reason="checked"))
+    again = Holds.from_dict(json.loads(json.dumps(holds.to_dict())))
+    assert again.held("maint") == holds.held("maint")
+    assert again.clearances == holds.clearances
+    assert again.cleared_at("other") == T0
+    assert tightening_for("maint", [], HOLDING, T0, again) == tightening_for("maint", [], HOLDING, T0, holds)

@@ -117,3 +117,24 @@ def test_a_seed_is_one_month() -> None:
     assert [a.id for a in run(0).alarms] == [a.id for a in simulate(SHORT, demo(), ALL).alarms]
     other = report(0, seed=2).to_dict()
     assert other["drain_start"] != first["drain_start"]
+
+
+def test_repeated_alarms_hold_the_insider_until_cleared_and_nobody_else() -> None:
+    index = CONFIGURATIONS.index(ALL)
+    fig = report(index)
+    assert "critical repeated" in fig.insider_alarms
+    assert fig.held_from is not None
+    assert fig.stopped_by == "suspended"
+    assert fig.ordinary_held == 0
+    # Nobody clears in the simulation: after the page that raised it, every drain page is refused.
+    after = [status for at, _, status in run(index).log.pages if at > fig.held_from]
+    assert after
+    assert set(after) == {"refused: suspended"}
+    assert fig.rows_total - fig.rows_before_hold <= PAGE  # the page that raised the hold
+    # His refusals while suspended probe nothing, so they raise no alarms.
+    assert not [a for a in run(index).alarms if a.user == INSIDER and a.rule == "probing"]
+    # Without on_alarm the same escalation is raised, and holds no one.
+    unheld = report(CONFIGURATIONS.index(NEITHER))
+    assert "critical repeated" in unheld.insider_alarms
+    assert unheld.held_from is None
+    assert unheld.rows_total > 2 * fig.rows_total
