@@ -27,6 +27,12 @@ Execute's row limit applies, so ``FETCH ALL`` would read the whole cursor howeve
 A capped FETCH FORWARD/BACKWARD that asks for more than its budgets can still release plus one is
 therefore sent as a FETCH of that many (``_FetchPlan``): in a driven query when its statement is
 sent, and for a prepared FETCH at Bind, through a private statement (``_bind_bounded``).
+
+Row keys: for a statement whose result carries a protected table's row key (``key_columns``, from
+the catalog's primary keys and the analysis's lineage), the key of every row sent is read
+(``KeyReader``) into the Outcome, at most ``KEYS_PER_STATEMENT``, for the coverage alarm. Like
+masks, a key plan is decided when a name is made (PREPARE, DECLARE, Parse) and inherited by what
+uses it (EXECUTE, FETCH, Bind); results without one pay nothing per row.
 """
 
 from __future__ import annotations
@@ -40,14 +46,21 @@ from dataclasses import dataclass, field, replace
 from pglast.parser import ParseError, split
 
 from gateway.quota_gate import Claim, Need, QuotaGate
-from gateway.result_masks import Maskers, StreamMask, redact_error, redact_notice
+from gateway.result_masks import (
+    KEYS_PER_STATEMENT,
+    KeyReader,
+    Maskers,
+    StreamMask,
+    redact_error,
+    redact_notice,
+)
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
 from gateway.wire.framing import Frame
 from policy.decision import ROW_CAP_REACHED, UNANALYZABLE, Allow, Decision, Deny
 from policy.engine import Named
 from policy.facts import Analysis, FetchDirection, FetchFacts, StatementFacts
-from policy.masking import ResultMask
+from policy.masking import KeyColumns, ResultMask
 
 SENTINEL = "SEKISHO REFUSED THIS STATEMENT"
 # Statement names of Sekisho's own, for refusals that must not disturb the client's statements and
@@ -68,6 +81,7 @@ Decide = Callable[[str, Named], tuple[Analysis, Decision]]
 # The audit trail's word on running an allowed statement now (its text, analysis, allowance): a
 # refusal, or None once it is on the record (a simple Query, or a Bind of a prepared statement).
 Admit = Callable[[str, "Analysis | None", Allow], "Deny | None"]
+KeysOf = Callable[[StatementFacts], KeyColumns | None]  # policy.masking.key_columns, bound
 
 
 @dataclass(slots=True)
@@ -169,6 +183,8 @@ class Outcome:
     error: str | None = None  # its message, as the client got it (redacted where PII was touched)
     cut: bool = False  # a cap or quota cut the result
     cut_by: str | None = None  # the rule whose cap or quota cut it
+    keys: list[str] = field(default_factory=list)  # row keys of the rows sent, of one table
+    key_table: str | None = None  # schema.table the keys belong to
 
     def failed(self, body: bytes) -> None:
         """The first error of the statement, from the ErrorResponse body the client was sent."""
@@ -181,6 +197,15 @@ class Outcome:
         self.cut = True
         self.cut_by = budget.rule
 
+    def take_key(self, reader: KeyReader, frame: Frame) -> None:
+        """Note the row key of a DataRow sent to the client (one table per outcome, bounded)."""
+        if len(self.keys) >= KEYS_PER_STATEMENT or (self.key_table not in (None, reader.table)):
+            return
+        key = reader.key(frame.raw, 5)
+        if key is not None:
+            self.keys.append(key)
+            self.key_table = reader.table
+
 
 @dataclass(slots=True)
 class _Prepared:
@@ -192,6 +217,7 @@ class _Prepared:
     sql: str = ""  # its text, for the events of its Executes
     analysis: Analysis | None = None
     types: dict[int, int] | None = None  # result column types, once a Describe of it told us
+    keys: KeyColumns | None = None  # where its rows carry a protected table's row key
 
 
 @dataclass(slots=True)
@@ -202,32 +228,51 @@ class _Cursor:
     command: str
     fetches: tuple[str, ...] = ()  # SQL cursors its FETCH statement draws on
     holdable: bool = False  # DECLARE ... WITH HOLD: survives the end of its transaction
+    declared: bool = False  # a SQL cursor (DECLARE), read with FETCH; not a protocol portal
     sql: str = ""  # the statement it runs, for events
     analysis: Analysis | None = None
     decision: Decision = field(default_factory=Allow)
     mask: ResultMask | None = None  # masks of its rows (kept for the engine: FETCH inherits them)
     redact: bool = False  # it reads masked PII: error and notice texts are redacted
     stream: StreamMask | None = None  # a portal's masking state, across Describe and Executes
+    keys: KeyColumns | None = None  # where its rows carry a protected table's row key
+    reader: KeyReader | None = None  # a portal's: reads those keys in its result formats
 
 
 @dataclass(slots=True)
 class _Shape:
-    """Masking across the statements of one simple-query string (or driven string)."""
+    """Masking and row keys across the statements of one simple-query string (or driven string)."""
 
     masks: tuple[ResultMask | None, ...]
-    maskers: Maskers
+    maskers: Maskers | None
+    keys: tuple[KeyColumns | None, ...] = ()
     index: int = 0
     current: StreamMask | None = None
+    reader: KeyReader | None = None
 
     def start(self, frame: Frame) -> bytes:
         """A statement's result starts (RowDescription or CopyOutResponse): what the client gets."""
         plan = self.masks[self.index] if self.index < len(self.masks) else None
-        self.current = None if plan is None else StreamMask(plan, self.maskers)
+        maskers = self.maskers
+        self.current = None if plan is None or maskers is None else StreamMask(plan, maskers)
+        keys = self.keys[self.index] if self.index < len(self.keys) else None
+        self.reader = None
+        if keys is not None and frame.type == b"T":  # COPY lines are not read for keys
+            self.reader = KeyReader(keys)
+            self.reader.describe(frame.body)
         return frame.raw if self.current is None else self.current.describe(frame)
+
+    def row(self, frame: Frame, outcome: Outcome | None) -> bytes:
+        """A DataRow or CopyData of the current statement, as the client gets it."""
+        reader = self.reader
+        if reader is not None and outcome is not None and frame.type == b"D":
+            outcome.take_key(reader, frame)
+        return frame.raw if self.current is None else self.current.rows(frame)
 
     def next_statement(self) -> None:
         self.index += 1
         self.current = None
+        self.reader = None
 
 
 @dataclass(slots=True)
@@ -272,6 +317,7 @@ class _Step:
     swallow_error: bool = False
     hidden: bool = False  # a message of Sekisho's own: its answers are not the client's
     stream: StreamMask | None = None  # describe and execute: the masks of the rows it describes
+    reader: KeyReader | None = None  # describe and execute of a portal: its row keys
     redact: bool = False
     describes: _Prepared | None = None  # describe of a statement: it learns its result types
     outcome: Outcome | None = None  # execute, and refused parse
@@ -293,6 +339,7 @@ class Relay:
     decide: Decide
     restricted: bool
     maskers: Maskers | None = None  # None: nobody is masked in this session (unrestricted)
+    key_columns: KeysOf | None = None  # None: row keys are not reported (no coverage)
     quota: QuotaGate | None = None  # the person's row quotas, when the policy sets any
     admit: Admit | None = None  # the audit trail's admission of each statement run
     quota_wait: bool = False  # a statement waits (behind the barrier) for the session to top up
@@ -320,10 +367,17 @@ class Relay:
         enforced here, by drawing every FETCH on the cursor's own budget."""
         if self._named is None:
             statements = {k: v.allowance for k, v in self.statements.items()}
+            # A FETCH reads the tables its cursor was declared over: quotas, masks and events
+            # follow them (the engine merges ``protected`` and ``counted`` into the FETCH's own).
             cursors = {
-                k: Allow(c.budget.cap, c.budget.rule, c.budget.on_cap, mask=c.mask, redact=c.redact)
+                k: Allow(
+                    c.budget.cap, c.budget.rule, c.budget.on_cap, c.decision.protected, mask=c.mask,
+                    redact=c.redact, counted=c.decision.counted,
+                ) if isinstance(c.decision, Allow) else Allow(
+                    c.budget.cap, c.budget.rule, c.budget.on_cap, mask=c.mask, redact=c.redact
+                )
                 for k, c in self.cursors.items()
-            }
+            }  # fmt: skip
             self._named = Named(statements, cursors)
         return self._named
 
@@ -413,7 +467,7 @@ class Relay:
             cursor = self.cursors.get(describe.name)
             if cursor is None:
                 return _Step("describe")
-            return _Step("describe", stream=cursor.stream, redact=cursor.redact)
+            return _Step("describe", stream=cursor.stream, redact=cursor.redact, reader=cursor.reader)
         prepared = self.statements.get(describe.name)
         if prepared is None or self.maskers is None:
             return _Step("describe")
@@ -461,11 +515,35 @@ class Relay:
                 self.quota.settle(budget.claim, budget.sent)
                 budget.claim = None
 
-    def _masking(self, decision: Allow) -> _Shape | None:
-        """The masking state of a string's results, or None when none of them is masked."""
-        if not decision.masks or self.maskers is None:  # callers refuse masks without maskers
+    def _shaping(self, analysis: Analysis, decision: Allow) -> _Shape | None:
+        """The masking and key-reading state of a string's results; None when no result is masked
+        and none carries a protected table's row key (its rows then pass untouched)."""
+        keys: tuple[KeyColumns | None, ...] = ()
+        # A FETCH's decision does not carry its cursor's protected tables: its names are looked at.
+        if self.key_columns is not None and (decision.protected or analysis.names_used):
+            keys = tuple(self._key_plan(stmt) for stmt in analysis.statements)
+            if not any(keys):
+                keys = ()
+        masks = decision.masks if self.maskers is not None else ()  # callers refuse masks without maskers
+        if not masks and not keys:
             return None
-        return _Shape(decision.masks, self.maskers)
+        return _Shape(masks, self.maskers, keys)
+
+    def _key_plan(self, stmt: StatementFacts) -> KeyColumns | None:
+        """Where a statement's rows carry a protected table's row key: EXECUTE and FETCH inherit
+        it from their name (as they inherit masks); other statements have their own."""
+        name = stmt.prepared_name or ""
+        if stmt.command == "fetch":
+            cursor = self.cursors.get(name)
+            return None if cursor is None else cursor.keys
+        if stmt.command == "execute":
+            prepared = self.statements.get(name)
+            return None if prepared is None else prepared.keys
+        return None if self.key_columns is None else self.key_columns(stmt)
+
+    def _keys_for(self, stmt: StatementFacts, decision: Allow) -> KeyColumns | None:
+        """A new name's key plan; only statements that read protected tables have one."""
+        return self._key_plan(stmt) if decision.protected and self.key_columns is not None else None
 
     def _query(self, sql: str, frame: Frame) -> None:
         analysis, decision = self.decide(sql, self.named())
@@ -487,7 +565,7 @@ class Relay:
         outcome = Outcome(sql, decision, analysis)
         self._record_names(analysis, decision)
         rows = self._rows_for(analysis, decision, claim)
-        shape, redact = self._masking(decision), decision.redact
+        shape, redact = self._shaping(analysis, decision), decision.redact
         if not rows.capped or not analysis.returns_rows or analysis.copies_in:
             cycle = _Cycle(rows=rows if rows.capped else None, shape=shape, redact=redact, outcome=outcome)
             self.pending.append(cycle)
@@ -519,13 +597,15 @@ class Relay:
             if name is None:
                 continue
             if stmt.command == "prepare":
-                self._define_statement(name, _Prepared(decision.statement(index), "select"))
+                keys = self._keys_for(stmt, decision)
+                self._define_statement(name, _Prepared(decision.statement(index), "select", keys=keys))
             elif stmt.command == "declare":
                 holdable = _WITH_HOLD.search(stmt.text) is not None  # a false match only keeps a budget
                 own = decision.statement(index)
                 cursor = _Cursor(
-                    RowBudget.of(own), "fetch", holdable=holdable, mask=own.mask, redact=own.redact
-                )
+                    RowBudget.of(own), "fetch", holdable=holdable, declared=True, decision=own,
+                    mask=own.mask, redact=own.redact, keys=self._keys_for(stmt, decision),
+                )  # fmt: skip
                 self._define_cursor(name, cursor)
             elif stmt.command == "deallocate":
                 self._named = None
@@ -555,6 +635,7 @@ class Relay:
         plan = None if alone is None else _FetchPlan.of(alone, parse.param_types)
         prepared = _Prepared(decision.statement(0), first.command if first else "select", fetches, plan)
         prepared.sql, prepared.analysis = parse.sql, analysis
+        prepared.keys = None if first is None else self._keys_for(first, decision)
         # A Parse's outcome is known from its own answer, so the definition is exact: recorded now,
         # and undone in _step_error if PostgreSQL rejects or skips it.
         defines = None
@@ -580,11 +661,11 @@ class Relay:
             self.statements.pop(name, None)
             return
         if old is not None and old.fetch != prepared.fetch:
-            prepared = _Prepared(prepared.allowance, prepared.command, prepared.cursors)
+            prepared = _Prepared(prepared.allowance, prepared.command, prepared.cursors, keys=prepared.keys)
         if old is not None and _stricter(old.allowance, prepared.allowance) is old.allowance:
             allowance = replace(old.allowance, redact=old.allowance.redact or prepared.allowance.redact)
             cursors = tuple({*old.cursors, *prepared.cursors})
-            prepared = _Prepared(allowance, prepared.command, cursors, prepared.fetch)
+            prepared = _Prepared(allowance, prepared.command, cursors, prepared.fetch, keys=prepared.keys)
         self.statements[name] = prepared
 
     def _answered(self, step: _Step, *, failed: bool | None) -> None:
@@ -658,14 +739,24 @@ class Relay:
             self._refuse(claim, parse_name=_REFUSAL_STATEMENT)
             self.discard_until_sync = True
             return
-        stream = None
-        if allowance.mask is not None and self.maskers is not None:
+        keys = prepared.keys
+        if prepared.command == "fetch" and prepared.cursors:
+            # A prepared FETCH outlives its cursor (see below): the keys are those of the cursor
+            # it reads now.
+            fetched = self.cursors.get(prepared.cursors[0])
+            keys = None if fetched is None else fetched.keys
+        stream = reader = None
+        if (allowance.mask is not None and self.maskers is not None) or keys is not None:
             formats = m.Bind.decode(frame.body).result_formats
-            stream = StreamMask(allowance.mask, self.maskers, formats, prepared.types)
+            if allowance.mask is not None and self.maskers is not None:
+                stream = StreamMask(allowance.mask, self.maskers, formats, prepared.types)
+            if keys is not None:
+                reader = KeyReader(keys, formats)
         cursor = _Cursor(
             RowBudget.of(allowance, claim), prepared.command, prepared.cursors,
             sql=prepared.sql, analysis=prepared.analysis, decision=allowance,
             mask=allowance.mask, redact=allowance.redact, stream=stream,
+            keys=keys, reader=reader,
         )  # fmt: skip
         self._define_cursor(portal, cursor)
         plan = prepared.fetch
@@ -721,11 +812,22 @@ class Relay:
             self.pending.append(_Step("execute"))
             self.to_upstream.append(frame.raw)
             return
+        if cursor.declared and self.restricted:
+            # Its rows would be drawn on no quota claim (a FETCH claims; a DECLAREd cursor has no
+            # Bind to claim at). Drivers read SQL cursors with FETCH; nothing legitimate is lost.
+            self._refuse(
+                Deny("unanalyzable", UNANALYZABLE,
+                     f'Sekisho reads the SQL cursor "{execute.portal}" only with FETCH, not with a '
+                     "protocol Execute", hint=f"FETCH from {execute.portal} instead."),
+                parse_name=_REFUSAL_STATEMENT,
+            )  # fmt: skip
+            self.discard_until_sync = True
+            return
         rows = Rows([cursor.budget, *self._fetched_cursors(cursor)])
         outcome = Outcome(cursor.sql, cursor.decision, cursor.analysis)
         self.pending.append(
             _Step("execute", rows=rows, command=cursor.command, stream=cursor.stream, redact=cursor.redact,
-                  outcome=outcome)
+                  outcome=outcome, reader=cursor.reader)
         )  # fmt: skip
         remaining = rows.remaining()
         if remaining is None:
@@ -808,8 +910,7 @@ class Relay:
             return
         if kind == b"D" or (kind == b"d" and drive.statements[drive.index][1].returns_rows):
             if drive.rows.admit():
-                current = drive.shape.current if drive.shape is not None else None
-                out = frame.raw if current is None else current.rows(frame)
+                out = frame.raw if drive.shape is None else drive.shape.row(frame, drive.outcome)
                 self.to_client.append(out)
                 if drive.outcome is not None:
                     drive.outcome.rows += 1
@@ -912,8 +1013,7 @@ class Relay:
             return
         if kind in b"Dd":
             if rows is None or rows.admit():
-                current = shape.current if shape is not None else None
-                out = frame.raw if current is None else current.rows(frame)
+                out = frame.raw if shape is None else shape.row(frame, outcome)
                 self.to_client.append(out)
                 if outcome is not None:
                     outcome.rows += 1
@@ -958,8 +1058,12 @@ class Relay:
             if kind == b"D":
                 outcome.rows += 1
                 outcome.size += len(frame.raw)
+                if step.reader is not None:
+                    outcome.take_key(step.reader, frame)
             elif kind in b"CsI":
                 self.finished.append(outcome)
+        if kind == b"T" and step.reader is not None:
+            step.reader.describe(frame.body)
         stream = step.stream
         if stream is not None and kind in b"TDHd":
             self.to_client.append(stream.describe(frame) if kind in b"TH" else stream.rows(frame))
@@ -978,6 +1082,8 @@ class Relay:
                 if step.outcome is not None:
                     step.outcome.rows += 1
                     step.outcome.size += len(out)
+                    if step.reader is not None and kind == b"D":
+                        step.outcome.take_key(step.reader, frame)
             return True
         if kind not in b"Cs":
             return False

@@ -7,20 +7,26 @@ column's type), and its values are masked from their text form. Values in binary
 readable when the column's type is one whose binary form is its text (text, varchar, char, name,
 json...); any other binary value is opaque to Sekisho and is redacted whole (a token of its bytes,
 or NULL, when the mask kind is one of those).
+
+``KeyReader`` reads the row key of a protected table's rows (``policy.masking.KeyColumns``) from
+the DataRows the client is sent, for the coverage alarm. The relay creates one only for results
+that carry such a key, so results of unprotected tables still pay nothing per row.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import struct
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.wire import messages as m
 from gateway.wire.framing import Frame
 from policy.masking import FULL as _FULL
-from policy.masking import ColumnMask, CopyFormat, ResultMask
+from policy.masking import ColumnMask, CopyFormat, KeyColumns, ResultMask
 from policy.masks import masker, redact_derived
 
 Masker = Callable[[bytes | None], bytes | None]
@@ -201,6 +207,113 @@ def _values(body: bytes) -> list[bytes | None]:
             out.append(None)
         else:
             out.append(body[pos : pos + length])
+            pos += length
+    return out
+
+
+# ---------------------------------------------------------------------- row keys, for coverage
+
+KEYS_PER_STATEMENT = 5000  # row keys one event carries; a capped result sends fewer rows anyway
+_KEY_SEPARATOR = "\x1f"  # between the columns of a composite key (a control character, not in keys)
+_INT_BINARY = frozenset({20, 21, 23, 26})  # int8 int2 int4 oid: big-endian integers
+_UUID_OID = 2950
+
+
+def _key_text(value: bytes, binary: bool, type_oid: int) -> str | None:
+    """A key column's value as the text PostgreSQL prints for it, whatever the format it came in
+    (so that a row read in text and in binary counts once); None when Sekisho cannot read it."""
+    if not binary:
+        return value.decode("utf-8", "replace")
+    if type_oid in _INT_BINARY:
+        return str(int.from_bytes(value, "big", signed=type_oid != 26))
+    if type_oid == _UUID_OID and len(value) == 16:
+        return str(uuid.UUID(bytes=value))
+    if type_oid in _TEXT_BINARY:
+        return value.decode("utf-8", "replace")
+    return None  # numeric, dates...: binary forms Sekisho does not decode; the row is not counted
+
+
+class KeyReader:
+    """Reads one result's row keys (``KeyColumns``) from its DataRows: the key's text, its columns
+    joined by U+001F, or a digest of that when a key column is PII (events then never hold the
+    value). ``formats`` are the result format codes of Bind; a RowDescription, when one comes,
+    says them again and must agree with the plan's column types, or no key is read (fail quiet:
+    a wrong key would count rows nobody saw)."""
+
+    __slots__ = ("_binary", "_digest", "_fast", "_indexes", "_last", "_types", "table")
+
+    def __init__(self, plan: KeyColumns, formats: tuple[int, ...] = ()) -> None:
+        self.table = plan.table
+        self._indexes = plan.indexes
+        self._types = plan.types
+        self._digest = plan.digest
+        self._last = max(plan.indexes) if plan.indexes else -1
+        self._binary = tuple(_format_of(formats, i) == 1 for i in plan.indexes)
+        self._fast = self._indexes == (0,) and not self._binary[0]
+
+    def describe(self, body: bytes) -> None:
+        """A RowDescription of the result: formats from it, and a check that the key is there."""
+        fields = m.RowDescription.decode(body).fields
+        if self._last >= len(fields) or any(
+            fields[i].type_oid != t for i, t in zip(self._indexes, self._types, strict=True)
+        ):
+            self._indexes, self._binary, self._last, self._fast = (), (), -1, False
+            return
+        self._binary = tuple(fields[i].format == 1 for i in self._indexes)
+        self._fast = self._indexes == (0,) and not self._binary[0]
+
+    def key(self, data: bytes, offset: int = 0) -> str | None:
+        """The row key of the DataRow body at ``offset`` of ``data`` (5 for a whole frame, which
+        spares a copy); None for a row without one (NULL, unreadable)."""
+        if self._fast and len(data) >= offset + 6:  # the common ``SELECT id, ...``: the first value, as text
+            length = _I32.unpack_from(data, offset + 2)[0]
+            if length < 0:
+                return None
+            start = offset + 6
+            text = data[start : start + length].decode("utf-8", "replace")
+            return _digest(text) if self._digest else text
+        if self._last < 0:
+            return None
+        values = _values_upto(data, offset, self._last)
+        if values is None:
+            return None
+        parts: list[str] = []
+        for index, binary, type_oid in zip(self._indexes, self._binary, self._types, strict=True):
+            value = values[index]
+            part = None if value is None else _key_text(value, binary, type_oid)
+            if part is None:
+                return None
+            parts.append(part)
+        text = parts[0] if len(parts) == 1 else _KEY_SEPARATOR.join(parts)
+        return _digest(text) if self._digest else text
+
+
+def _format_of(formats: tuple[int, ...], index: int) -> int:
+    if not formats:
+        return 0
+    if len(formats) == 1:
+        return formats[0]
+    return formats[index] if index < len(formats) else 0
+
+
+def _digest(text: str) -> str:
+    return "#" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def _values_upto(data: bytes, offset: int, last: int) -> list[bytes | None] | None:
+    """The first ``last + 1`` values of the DataRow body at ``offset``; None if it has fewer."""
+    count = _U16.unpack_from(data, offset)[0]
+    if last >= count:
+        return None
+    pos = offset + 2
+    out: list[bytes | None] = []
+    for _ in range(last + 1):
+        length = _I32.unpack_from(data, pos)[0]
+        pos += 4
+        if length < 0:
+            out.append(None)
+        else:
+            out.append(data[pos : pos + length])
             pos += length
     return out
 

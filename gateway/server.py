@@ -29,7 +29,7 @@ from gateway.analysis_pool import AnalysisPool
 from gateway.audit import records as audit_records
 from gateway.audit.spool import SpoolError
 from gateway.audit.trail import AuditTrail, AuditUnavailable
-from gateway.catalog import CatalogUnavailable, fetch_catalog
+from gateway.catalog import CatalogUnavailable, fetch_catalog, table_rows
 from gateway.config import Config, ConfigError, load_token_key
 from gateway.detect_store import open_detect_store
 from gateway.detection import DetectionStatistics, SharedDetection
@@ -154,6 +154,7 @@ class Server:
         self.catalog_ready = False
         self._catalog_wanted = asyncio.Event()
         self._catalog_task: asyncio.Task[None] | None = None
+        self._unmeasured: list[str] = []  # protected tables without a row count (no coverage)
         self.mock_secret = load_or_create_secret(config.users_file.with_name(".sekisho-mock-secret"))
         self.maskers = maskers_for(load_token_key(config))
         self.quota_store = open_store(config.quotas.store, config.users_file.parent)
@@ -230,17 +231,32 @@ class Server:
 
     async def _refresh_catalog(self) -> bool:
         try:
-            catalog = await fetch_catalog(self.config.upstream)
+            catalog = await fetch_catalog(self.config.upstream, self.policy.policy.tables)
         except CatalogUnavailable as exc:
             log.warning("catalog_unavailable", error=str(exc))
             return False
         self.policy.replace(catalog=catalog)
+        self._measure_tables(catalog)
         if not self.catalog_ready:
             log.info("catalog_loaded", relations=len(catalog.relations))
         self.catalog_ready = True
         for problem in check_against_catalog(self.policy.policy, catalog):
             log.warning("policy_catalog_mismatch", problem=str(problem))
         return True
+
+    def _measure_tables(self, catalog: Catalog) -> None:
+        """Give the detector the protected tables' row counts (coverage is a share of them); say
+        which protected tables have none, since coverage cannot be measured for those."""
+        rows = table_rows(catalog)
+        self.detector.set_table_rows(rows)
+        known = catalog.relations
+        protected = [".".join(t) for t in self.policy.policy.tables if t in known]
+        unknown = sorted(name for name in protected if name not in rows)
+        if unknown != self._unmeasured:
+            self._unmeasured = unknown
+            if unknown:
+                log.warning("coverage_table_rows_unknown", tables=unknown,
+                            hint="ANALYZE these tables so that coverage can be measured")  # fmt: skip
 
     async def _catalog_loop(self) -> None:
         """Keep the catalog current: retry quickly until the first snapshot, then refresh."""

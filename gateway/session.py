@@ -47,7 +47,7 @@ from policy.decision import AUDIT_UNAVAILABLE, UNANALYZABLE, Allow, Decision, De
 from policy.engine import Named
 from policy.events import ConnectionEvent, StatementEvent
 from policy.facts import Analysis
-from policy.masking import ResultMask
+from policy.masking import ResultMask, key_columns
 from policy.quota import elevation_hint as quota_hint
 from policy.quota import limits_of
 
@@ -426,6 +426,8 @@ class Session:
             self._decide, restricted, maskers=self.server.maskers if restricted else None,
             admit=self._audit_admission,
         )  # fmt: skip
+        service = self.gate.service
+        self.relay.key_columns = lambda stmt: key_columns(stmt, service.policy, service.catalog)
         limits = limits_of(permissions.quotas)
         if limits:
             hint = quota_hint(self.gate.service.policy)
@@ -608,6 +610,9 @@ class Session:
             if isinstance(decision, Allow):
                 tables = tuple(sorted(".".join(t) for t in decision.protected))
                 masks = (decision.mask, *decision.masks)
+                keyed = outcome.key_table
+                if keyed is not None:  # coverage counts the keys against the first table
+                    tables = (keyed, *(t for t in tables if t != keyed))
             pii = tuple(sorted({c.source for plan in masks if plan is not None for c in plan.columns}))
             event = StatementEvent(
                 at=datetime.fromtimestamp(outcome.started, UTC),
@@ -629,6 +634,7 @@ class Session:
                 cut=outcome.cut,
                 duration=max(time.time() - outcome.started, 0.0),
                 cursor=first.prepared_name if first is not None and first.command == "fetch" else None,
+                keys=tuple(outcome.keys),
             )
             self.server.observe_statement(event)
 

@@ -23,6 +23,12 @@ class Relation:
     columns: tuple[str, ...]  # attnum order, dropped columns excluded
     # For views and materialized views: every relation the definition reads, transitively.
     reads: frozenset[QualifiedName] = frozenset()
+    # What identifies a row, for coverage (policy.detect.coverage): the primary key's columns, or
+    # a unique index's over NOT NULL columns when there is none (empty: nothing identifies rows),
+    # with their type OIDs (a domain's base type, as RowDescription reports it).
+    key: tuple[str, ...] = ()
+    key_types: tuple[int, ...] = ()
+    rows: int | None = None  # estimated rows (tables only); None when PostgreSQL does not know
 
     @property
     def qualified(self) -> QualifiedName:

@@ -12,6 +12,10 @@ samples. Masks apply to results only, so values derived from masked PII that wou
 statement elsewhere (a table, a setting, a sequence, a lock, a notification, an unanalyzed function)
 are refused as ``pii_escape``, whatever the person's rule classes allow. The plan is data:
 ``gateway/result_masks.py`` applies it to RowDescription, DataRow and COPY messages.
+
+``key_columns`` marks, from the same lineage, where a result carries a protected table's row key
+(the catalog's primary key, as plain output columns), so that the relay can report which rows each
+person was sent and the coverage alarm can count the distinct ones.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from policy.analysis.statements import SAMPLED_VALUES
-from policy.catalog import QualifiedName
+from policy.catalog import Catalog, QualifiedName
 from policy.decision import POLICY_REFUSED, UNANALYZABLE, Deny
 from policy.facts import Access, Clause, OutputColumn, StatementFacts
 from policy.model import Mask, Policy
@@ -80,6 +84,47 @@ class Masking:
 
 
 NO_MASKING = Masking()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyColumns:
+    """Where a result carries the row key of a protected table: what coverage counts per row."""
+
+    table: str  # schema.table
+    indexes: tuple[int, ...]  # result positions of the key's columns, in key order
+    types: tuple[int, ...]  # their type OIDs, to read binary values
+    digest: bool = False  # a key column is PII: the key is reported as a digest, never as the value
+
+
+def key_columns(stmt: StatementFacts, policy: Policy, catalog: Catalog) -> KeyColumns | None:
+    """The row key of the first protected table (in result order) whose whole key the result
+    carries as plain column references; None when none does. Only a value that is the key column
+    itself (through aliases, CTEs, subqueries) identifies a row: ``id + 0`` or ``id::text`` might
+    not, and a count of wrong keys would be worse than none. The plan does not depend on the
+    person, so every session reports the same keys for the same rows."""
+    outputs = stmt.outputs
+    if not outputs:
+        return None
+    placed: dict[QualifiedName, dict[str, int]] = {}
+    for index, output in enumerate(outputs):
+        if output.direct and not output.whole_row and len(output.sources) == 1:
+            (schema, table, column) = next(iter(output.sources))
+            placed.setdefault((schema, table), {}).setdefault(column, index)
+    for relation, columns in placed.items():
+        found = catalog.relations.get(relation)
+        if found is None or not found.key or not policy.is_protected(relation):
+            continue
+        if all(c in columns for c in found.key):
+            pii = policy.tables[relation].pii
+            return KeyColumns(
+                ".".join(relation),
+                tuple(columns[c] for c in found.key),
+                found.key_types,
+                digest=any(c in pii for c in found.key),
+            )
+    return None
+
+
 # Other sessions' statement texts, literals included: a person looking a customer up by a clear
 # value would show it to whoever reads them. Redacted whole for restricted people.
 OTHER_SESSIONS_TEXT = frozenset({("pg_catalog", "pg_stat_activity", "query")})

@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from gateway.pgcluster import free_port
+from gateway.wire import messages as m
 from tests.conftest import GatewayFactory
-from tests.support import Gateway, Upstream, start_gateway, start_redis
+from tests.support import Gateway, Upstream, raw_client, start_gateway, start_redis
 
 
 def _drip(gateway: Gateway) -> psycopg.Connection[tuple[object, ...]]:
@@ -193,3 +194,37 @@ def test_parallel_clients_on_two_gateways_never_overshoot_one_budget(
         thread.join(120)
     assert len(totals) == 8
     assert sum(totals) == 250, totals
+
+
+def test_fetch_from_a_sql_cursor_draws_on_the_quota(gateway_factory: GatewayFactory) -> None:
+    """Rows read through DECLARE ... FETCH count like any other read of the table."""
+    gw = gateway_factory()
+    with _drip(gw) as conn:
+        conn.execute("BEGIN")
+        fetched = []
+        for name in ("a", "b", "c"):
+            conn.execute(f"DECLARE {name} CURSOR FOR SELECT id FROM customers")
+            fetched.append(len(conn.execute(f"FETCH 100 FROM {name}").fetchall()))
+        assert fetched == [100, 100, 50]  # the third cursor is cut at the 250-row budget
+        conn.execute("DECLARE d CURSOR FOR SELECT id FROM customers")
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("FETCH 10 FROM d")
+        assert caught.value.sqlstate == "SK002"
+
+
+def test_a_sql_cursor_is_not_read_by_protocol_execute(gateway_factory: GatewayFactory) -> None:
+    """A DECLAREd cursor's rows through a protocol Execute would have no quota claim: refused."""
+    gw = gateway_factory()
+    with raw_client(gw.port) as client:
+        client.login("drip", "drip", gw.database)
+        client.send(m.Query("BEGIN; DECLARE c CURSOR FOR SELECT id FROM customers").encode())
+        client.recv_until(b"Z")
+        client.send(m.Execute("c", 0).encode() + m.Sync().encode())
+        frames = client.recv_until(b"Z")
+        errors = [m.ErrorResponse.decode(f.body) for f in frames if f.type == b"E"]
+        assert [e.get("C") for e in errors] == ["SK003"]
+        assert "only with FETCH" in (errors[0].get("M") or "")
+        assert not [f for f in frames if f.type == b"D"]
+        client.send(m.Query("FETCH 5 FROM c").encode())  # the transaction failed, as PostgreSQL does
+        after = client.recv_until(b"Z")
+        assert [m.ErrorResponse.decode(f.body).get("C") for f in after if f.type == b"E"] == ["25P02"]
