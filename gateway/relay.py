@@ -736,7 +736,7 @@ class Relay:
             return
         if isinstance(claim, Deny):
             # Bind has no refusal of its own: fail it as PostgreSQL fails a Bind, then skip to Sync.
-            self._refuse(claim, parse_name=_REFUSAL_STATEMENT)
+            self._refuse(claim, parse_name=_REFUSAL_STATEMENT, sql=prepared.sql)
             self.discard_until_sync = True
             return
         keys = prepared.keys

@@ -367,7 +367,12 @@ class Server:
             packet = await asyncio.wait_for(reader.readexactly(16), 5)
             request = m.decode_startup(packet)
             if isinstance(request, m.CancelRequest):
-                await self.cancel(request.pid, request.secret, forwarded=True)
+                # Done in a tracked task, which shutdown waits for or cancels (not this handler's).
+                task = asyncio.get_running_loop().create_task(
+                    self.cancel(request.pid, request.secret, forwarded=True)
+                )
+                self._cancels.add(task)
+                task.add_done_callback(self._cancels.discard)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolViolation) as exc:
             log.warning("cancel_forward_bad", error=str(exc))
         finally:
@@ -529,6 +534,8 @@ class Server:
         """Stop accepting, let sessions finish for a while, then end the rest with 57P01."""
         if self._listener is not None:
             self._listener.close()
+        if self._cancel_listener is not None:
+            self._cancel_listener.close()
         timeout = self.config.limits.drain_timeout if drain_timeout is None else drain_timeout
         if self._tasks and timeout > 0:
             log.info("draining", sessions=len(self._tasks), timeout=timeout)
@@ -554,7 +561,6 @@ class Server:
         if self._listener is not None:
             await self._listener.wait_closed()
         if self._cancel_listener is not None:
-            self._cancel_listener.close()
             await self._cancel_listener.wait_closed()
         await self.analysis_pool.close()
         await self.detection.stop()  # what the sessions did, written back to the shared store

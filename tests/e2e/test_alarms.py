@@ -132,7 +132,8 @@ def _clear_over_http(admin: int, person: str, auth: tuple[str, str] | None, reas
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http on loopback)
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+        with exc:  # its response is a socket: closed here, or a ResourceWarning fails a later test
+            return exc.code, exc.read().decode()
 
 
 def test_a_suspension_until_cleared_holds_across_a_restart_until_compliance_clears_it(

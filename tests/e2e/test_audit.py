@@ -432,9 +432,11 @@ def test_search_by_person_table_time_and_decision(gateway_factory: GatewayFactor
     for who, code in ((None, 401), ("contractor", 403)):  # investigators only
         with pytest.raises(urllib.error.HTTPError) as refused_search:
             get("/audit/search?person=contractor", who)
+        refused_search.value.close()
         assert refused_search.value.code == code
     with pytest.raises(urllib.error.HTTPError) as bad_request:
         get("/audit/search?decision=maybe", "lead")
+    bad_request.value.close()
     assert bad_request.value.code == 400
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/audit/stats", timeout=10) as response:
         stats = json.loads(response.read())

@@ -581,12 +581,14 @@ def test_portal_budget_is_shared_with_sql_fetch_on_the_same_portal(raw: RawClien
     exchange(raw, query("COMMIT"))
 
 
-def test_sql_cursor_budget_is_shared_with_protocol_execute_on_it(raw: RawClient) -> None:
+def test_sql_cursor_is_not_read_by_protocol_execute(raw: RawClient) -> None:
+    """A DECLAREd cursor's rows through a protocol Execute would draw on no quota claim: refused."""
     exchange(raw, query("BEGIN; DECLARE cur_x CURSOR FOR SELECT id FROM customers ORDER BY id"))
     assert exchange(raw, query("FETCH 70 FROM cur_x")).rows == 70
-    assert exchange(raw, execute("cur_x", 0), SYNC).rows == CAP - 70
-    assert exchange(raw, execute("cur_x", 0), SYNC).rows == 0
-    exchange(raw, query("COMMIT"))
+    reply = exchange(raw, execute("cur_x", 0), SYNC)
+    assert reply.rows == 0
+    assert reply.sqlstates == ["SK003"]
+    exchange(raw, query("ROLLBACK"))
 
 
 def test_rebinding_a_named_portal_mid_transaction_does_not_reset_its_budget(raw: RawClient) -> None:
