@@ -40,3 +40,29 @@ def sample(pid: int) -> ProcSample | None:
         if key in memory:
             memory[key] = int(value.split()[0])
     return ProcSample(cpu, memory["VmRSS"], memory["VmHWM"])
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (``sekisho run --workers N`` forks its workers; the
+    analysis pool's processes are children too), read from /proc/<pid>/task/*/children."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                queue += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def sample_tree(pid: int) -> ProcSample | None:
+    """One reading summed over ``pid`` and its descendants (CPU and RSS add up across processes;
+    the peak is the sum of each one's peak, an upper bound). None if ``pid`` is gone."""
+    samples = [s for s in map(sample, descendants(pid)) if s is not None]
+    if not Path(f"/proc/{pid}").exists() or not samples:
+        return None
+    return ProcSample(
+        sum(s.cpu_seconds for s in samples), sum(s.rss_kib for s in samples), sum(s.hwm_kib for s in samples)
+    )

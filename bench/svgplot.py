@@ -194,3 +194,84 @@ def line_chart(
         out.append(f"<text x='{lx + 36}' y='{y + 4}'>{escape(entry.label)}</text>")
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def bar_chart(
+    groups: Sequence[tuple[str, Sequence[tuple[str, float, str]]]],
+    *,
+    title: str,
+    y_label: str,
+    references: Sequence[tuple[float, str]] = (),
+    legend: Sequence[tuple[str, str]] = (),
+    notes: Sequence[str] = (),
+    height: int = 520,
+) -> str:
+    """Grouped vertical bars as SVG text: ``groups`` are (label, [(name, value, color), ...]);
+    ``references`` are horizontal dashed lines (value, label), e.g. a target ratio; ``legend`` is
+    (label, color). The value axis starts at zero; each bar has its value on hover and on top."""
+    bars_total = sum(len(bars) for _, bars in groups)
+    bar, gap = 14.0, 18.0
+    plot_width = max(360.0, bars_total * bar + len(groups) * gap + gap)
+    width = int(84 + plot_width + 250)
+    values = [v for _, bars in groups for _, v, _ in bars] + [r for r, _ in references]
+    y_ticks = ticks(0.0, max([1.0, *values]) * 1.08)
+    top = 48 + 16 * len(notes)
+    frame = _Frame(84, top, plot_width, height - top - 72, 0.0, 1.0, y_ticks[0], y_ticks[-1])
+    out = frame.parts
+    out.append(
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' {FONT} font-size='12'>"
+    )
+    out.append(f"<rect width='{width}' height='{height}' fill='white'/>")
+    out.append(f"<text x='{frame.left}' y='26' font-size='16' font-weight='bold'>{escape(title)}</text>")
+    for i, note in enumerate(notes):
+        out.append(f"<text x='{frame.left}' y='{44 + 16 * i}' fill='#555'>{escape(note)}</text>")
+    right = frame.left + frame.width
+    bottom = frame.top + frame.height
+    for value in y_ticks:
+        y = frame.py(value)
+        out.append(f"<line x1='{frame.left}' y1='{y:.1f}' x2='{right}' y2='{y:.1f}' stroke='#eee'/>")
+        out.append(f"<text x='{frame.left - 6}' y='{y + 4:.1f}' text-anchor='end'>{value:g}</text>")
+    x = frame.left + gap
+    for label, bars in groups:
+        start = x
+        for name, value, color in bars:
+            y = frame.py(value)
+            out.append(
+                f"<g><rect x='{x:.1f}' y='{y:.1f}' width='{bar:.1f}' height='{bottom - y:.1f}' "
+                f"fill='{color}'/><title>{escape(f'{label}, {name}: {value:.2f}')}</title></g>"
+            )
+            out.append(
+                f"<text x='{x + bar / 2:.1f}' y='{y - 3:.1f}' text-anchor='middle' font-size='8'>"
+                f"{value:.2f}</text>"
+            )
+            x += bar
+        middle = (start + x) / 2
+        out.append(
+            f"<text x='{middle:.1f}' y='{bottom + 16}' text-anchor='middle' font-size='11'>"
+            f"{escape(label)}</text>"
+        )
+        x += gap
+    for value, label in references:
+        y = frame.py(value)
+        out.append(
+            f"<line x1='{frame.left}' y1='{y:.1f}' x2='{right}' y2='{y:.1f}' stroke='#333' "
+            "stroke-dasharray='5 4'/>"
+        )
+        out.append(f"<text x='{right + 4}' y='{y + 4:.1f}' font-size='10'>{escape(label)}</text>")
+    out.append(
+        f"<rect x='{frame.left}' y='{frame.top}' width='{frame.width}' height='{frame.height}' "
+        "fill='none' stroke='#888'/>"
+    )
+    mid = frame.top + frame.height / 2
+    out.append(
+        f"<text x='18' y='{mid:.1f}' text-anchor='middle' transform='rotate(-90 18 {mid:.1f})'>"
+        f"{escape(y_label)}</text>"
+    )
+    lx, ly = right + 110, frame.top + 8
+    for i, (label, color) in enumerate(legend):
+        y = ly + 18 * i
+        out.append(f"<rect x='{lx}' y='{y - 9}' width='12' height='12' fill='{color}'/>")
+        out.append(f"<text x='{lx + 18}' y='{y + 1}'>{escape(label)}</text>")
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
