@@ -14,10 +14,11 @@ holds a raw newline or tab (JSON escapes them), so one line is one record.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 GENESIS = bytes(32)  # ``prev`` of a chain's first record
 
@@ -27,8 +28,10 @@ class SpoolLineError(ValueError):
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
-    """The record's one byte form: sorted keys, compact, UTF-8 (non-ASCII kept as is)."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    """The record's one byte form: sorted keys, compact, UTF-8 (non-ASCII kept as is). orjson, for
+    it is on every statement's path; only these sealed bytes are ever hashed again, never a
+    re-serialization, so the verifier does not depend on the encoder."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
 
 
 def chain_hash(prev: bytes, seq: int, body: bytes) -> bytes:
@@ -49,7 +52,7 @@ class Sealed:
         return b"%d\t%s\t%s\t%s\n" % (self.seq, self.prev.hex().encode(), self.hash.hex().encode(), self.body)
 
     def record(self) -> dict[str, Any]:
-        value = json.loads(self.body)
+        value = orjson.loads(self.body)
         if not isinstance(value, dict):
             raise SpoolLineError(f"record {self.seq} is not a JSON object")
         return value

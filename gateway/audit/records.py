@@ -11,6 +11,7 @@ section says ``statement_text: redacted``, as its normalized form with every lit
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,10 +23,19 @@ from policy.masking import ResultMask
 Record = dict[str, Any]
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text (one per second)
+
+
 def timestamp(seconds: float | None = None) -> str:
-    """``seconds`` since the epoch (now by default) as the records' ISO 8601 UTC form."""
-    moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="microseconds")
+    """``seconds`` since the epoch (now by default) as the records' ISO 8601 UTC form, with
+    microseconds (truncated). On every statement's path: the date and time of
+    the current second are formatted once per second."""
+    if seconds is None:
+        seconds = time.time()
+    whole = int(seconds)
+    if _second[0] != whole:
+        _second[0], _second[1] = whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{int((seconds - whole) * 1_000_000):06d}+00:00"
 
 
 def statement_text(sql: str, fingerprint: str | None, redact: bool) -> dict[str, Any]:

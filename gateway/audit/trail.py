@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import asyncpg
+import orjson
 import structlog
 
 from gateway.audit import database
@@ -43,6 +44,10 @@ from gateway.config import AuditConfig, UpstreamConfig, parse_dsn
 log = structlog.get_logger("sekisho.audit")
 
 _MAX_BACKOFF = 10.0  # seconds between delivery attempts while the audit database is down
+
+
+def _json_line(event: Any, **_: Any) -> str:
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
 class AuditUnavailable(Exception):
@@ -104,7 +109,7 @@ class AuditTrail:
             self._log_file = stream = Path(target).open("a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream),
-            processors=[structlog.processors.JSONRenderer(sort_keys=True, ensure_ascii=False)],
+            processors=[structlog.processors.JSONRenderer(serializer=_json_line)],
         )
 
     async def start(self) -> None:
