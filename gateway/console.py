@@ -8,7 +8,7 @@ upstream: the session answers a few commands itself over the simple query protoc
     SHOW ALARMS;   recent alarms, newest first, with what each person is under now (compliance)
     SHOW HOLDS;    who is tightened or suspended now, and until when (compliance)
     CLEAR name 'reason';   lift a person's suspension or tightening after review (compliance,
-                   never one's own); recorded with who, when and why
+                   never one's own), in every Sekisho process; recorded with who, when and why
     SHOW HELP;
 
 ``answer`` is a plain function from a command to the backend messages that answer it; what it
@@ -59,7 +59,7 @@ class Desk(Protocol):
 
     def tightenings(self) -> dict[str, Tightening]: ...
 
-    def clear(self, user: str, by: str, reason: str) -> Clearance: ...
+    async def clear(self, user: str, by: str, reason: str) -> Clearance: ...
 
 
 def may_see_everyone(policy: Policy, user: str) -> bool:
@@ -76,7 +76,7 @@ async def answer(
     cleared = _CLEAR.match(sql)
     if cleared is not None:
         person = cleared["quoted"].replace('""', '"') if cleared["quoted"] else cleared["bare"]
-        return _clear(person, cleared["reason"].replace("''", "'"), user, policy, desk)
+        return await _clear(person, cleared["reason"].replace("''", "'"), user, policy, desk)
     match = _COMMAND.match(sql)
     if match is None:
         return _error("42601", f"the Sekisho console does not know {sql.strip()[:80]!r}", "Try SHOW HELP;")
@@ -114,16 +114,22 @@ async def answer(
     return _table(_COLUMNS, rows, "SHOW")
 
 
-def _clear(person: str, reason: str, user: str, policy: Policy, desk: Desk | None) -> list[bytes]:
+async def _clear(person: str, reason: str, user: str, policy: Policy, desk: Desk | None) -> list[bytes]:
     if not may_see_everyone(policy, user):
         return _error("42501", "CLEAR is for people who approve elevations", "Ask your compliance lead.")
     if desk is None:
         return _error("55000", "alarms are not kept by this Sekisho process", "")
     try:
-        clearance = desk.clear(person, user, reason)
+        clearance = await desk.clear(person, user, reason)
     except ClearanceRefused as exc:
         return _error(
             "42501" if exc.code == "self_clearance" else "55000", str(exc), "SHOW HOLDS; lists who is held."
+        )
+    except StoreUnavailable as exc:  # a clearance is recorded for every process, or not at all
+        return _error(
+            "SK002",
+            f"the detection store is unreachable, so {person} was not cleared anywhere ({exc})",
+            "Try again when the store is back.",
         )
     return [
         m.NoticeResponse(m.error_fields("NOTICE", "00000", f"{person} cleared by {user}: {reason}")).encode(),

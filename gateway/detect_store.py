@@ -1,7 +1,7 @@
 """Where detection state lives when several Sekisho processes or hosts must share it.
 
 Beside the quota counters and in the same backend (``quotas.store``): a SQLite file on one host
-(the default, next to the users file) or Redis for several hosts. It holds three things:
+(the default, next to the users file) or Redis for several hosts. It holds four things:
 
 - each person's detector state (``Detector.person_state``) as a JSON blob with a version token
   that changes on every write. ``put`` is a compare-and-set on that token (SQLite: ``BEGIN
@@ -13,7 +13,13 @@ Beside the quota counters and in the same backend (``quotas.store``): a SQLite f
   combines it with what is there (``gate.combined``: the strictest wins, until the later end), so
   a process that only saw some of a person's alarms never weakens what another decided;
 - a capped list of recent alarms with growing sequence numbers and the process that raised them,
-  for every process's admin feed.
+  for every process's admin feed;
+- holds until cleared and clearances (``policy.detect.Holds``): the alarms that hold each person
+  (the first ``HELD_ALARMS``) and each person's latest clearance. Holding and clearing are atomic
+  (SQLite: ``BEGIN IMMEDIATE``; Redis: one Lua script each) and judge alarms by their time against
+  the stored clearance, so a process that raised an alarm before a clearance it has not heard of
+  yet can neither hold the person again with it nor (``tighten`` with the time it decided)
+  tighten them again; a clearance also drops the person's stored tightening.
 
 Every failure raises ``StoreUnavailable`` (the quota store's): the caller keeps detecting in
 process and writes back when the store is back.
@@ -39,8 +45,8 @@ from redis.exceptions import RedisError, WatchError
 
 from gateway.gate import combined
 from gateway.quota_store import DEFAULT_FILE, StoreUnavailable
-from policy.detect.alarm import Plain
-from policy.detect.tightening import Tightening
+from policy.detect.alarm import Alarm, Plain
+from policy.detect.tightening import HELD_ALARMS, Clearance, Holds, Tightening
 
 T = TypeVar("T")
 ALARMS_KEPT = 1000  # alarms the shared list keeps (the admin feed's default size)
@@ -97,11 +103,12 @@ class DetectStore(Protocol):
         """Write ``state`` if the stored token is still ``expected`` ("" for none stored);
         returns the new token, or None when another process wrote first."""
 
-    async def tighten(self, user: str, tightening: Tightening, now: float) -> Tightening:
-        """Combine ``tightening`` with the person's stored one (if still in force); the result."""
-
-    async def lift(self, user: str) -> None:
-        """Remove the person's tightening."""
+    async def tighten(
+        self, user: str, tightening: Tightening, now: float, decided: float | None = None
+    ) -> Tightening | None:
+        """Combine ``tightening`` with the person's stored one (if still in force); the result.
+        One ``decided`` (a time) at or before the person's latest clearance is dropped (None):
+        the clearance lifted it."""
 
     async def tightenings(self, now: float) -> dict[str, Tightening]:
         """Every tightening still in force at ``now``."""
@@ -112,6 +119,17 @@ class DetectStore(Protocol):
     async def alarms_after(self, seq: int | None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
         """The latest sequence number and the (origin, alarm) pairs after ``seq``, oldest first
         (None: none, only the latest number, to start following the list)."""
+
+    async def hold(self, user: str, alarms: Sequence[Alarm]) -> None:
+        """Add ``alarms`` to the person's hold, except those at or before their latest clearance
+        (and beyond ``HELD_ALARMS``)."""
+
+    async def clear(self, clearance: Clearance, *, lift: bool) -> bool:
+        """Record ``clearance`` as the person's latest and drop the held alarms up to it (and,
+        with ``lift``, their tightening); False, changing nothing, when a later one is recorded."""
+
+    async def holds(self) -> Holds:
+        """Everyone held and everyone's latest clearance."""
 
     async def close(self) -> None: ...
 
@@ -138,6 +156,10 @@ _SCHEMA = (
     "tightening TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS detect_alarms (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "origin TEXT NOT NULL, alarm TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS detect_holds (person TEXT NOT NULL, id TEXT NOT NULL, at REAL NOT NULL, "
+    "alarm TEXT NOT NULL, PRIMARY KEY (person, id))",
+    "CREATE TABLE IF NOT EXISTS detect_cleared (person TEXT PRIMARY KEY, at REAL NOT NULL, "
+    "clearance TEXT NOT NULL)",
 )
 
 
@@ -209,9 +231,14 @@ class SQLiteDetectStore:
 
         return await self._run(work)
 
-    async def tighten(self, user: str, tightening: Tightening, now: float) -> Tightening:
-        def work(db: sqlite3.Connection) -> Tightening:
-            def merge() -> Tightening:
+    async def tighten(
+        self, user: str, tightening: Tightening, now: float, decided: float | None = None
+    ) -> Tightening | None:
+        def work(db: sqlite3.Connection) -> Tightening | None:
+            def merge() -> Tightening | None:
+                cleared = _sqlite_cleared_at(db, user)
+                if decided is not None and cleared is not None and decided <= cleared:
+                    return None
                 row = db.execute(
                     "SELECT tightening FROM detect_tightenings WHERE person = ? AND until > ?", (user, now)
                 ).fetchone()
@@ -227,12 +254,6 @@ class SQLiteDetectStore:
             return self._atomically(db, merge)
 
         return await self._run(work)
-
-    async def lift(self, user: str) -> None:
-        def work(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM detect_tightenings WHERE person = ?", (user,))
-
-        await self._run(work)
 
     async def tightenings(self, now: float) -> dict[str, Tightening]:
         def work(db: sqlite3.Connection) -> dict[str, Tightening]:
@@ -273,11 +294,69 @@ class SQLiteDetectStore:
 
         return await self._run(work)
 
+    async def hold(self, user: str, alarms: Sequence[Alarm]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            def add() -> None:
+                cleared = _sqlite_cleared_at(db, user)
+                count = int(
+                    db.execute("SELECT count(*) FROM detect_holds WHERE person = ?", (user,)).fetchone()[0]
+                )
+                for alarm in sorted(alarms, key=lambda a: a.at):
+                    at = alarm.at.timestamp()
+                    if count >= HELD_ALARMS:
+                        break
+                    if cleared is None or at > cleared:
+                        count += db.execute(
+                            "INSERT INTO detect_holds VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            (user, alarm.id, at, json.dumps(alarm.to_dict())),
+                        ).rowcount
+
+            self._atomically(db, add)
+
+        await self._run(work)
+
+    async def clear(self, clearance: Clearance, *, lift: bool) -> bool:
+        user, at = clearance.user, clearance.at.timestamp()
+
+        def work(db: sqlite3.Connection) -> bool:
+            def record() -> bool:
+                cleared = _sqlite_cleared_at(db, user)
+                if cleared is not None and cleared > at:
+                    return False
+                db.execute(
+                    "INSERT INTO detect_cleared VALUES (?, ?, ?) ON CONFLICT (person) "
+                    "DO UPDATE SET at = excluded.at, clearance = excluded.clearance",
+                    (user, at, json.dumps(clearance.to_dict())),
+                )
+                db.execute("DELETE FROM detect_holds WHERE person = ? AND at <= ?", (user, at))
+                if lift:
+                    db.execute("DELETE FROM detect_tightenings WHERE person = ?", (user,))
+                return True
+
+            return self._atomically(db, record)
+
+        return await self._run(work)
+
+    async def holds(self) -> Holds:
+        def work(db: sqlite3.Connection) -> Holds:
+            held: dict[str, list[Alarm]] = {}
+            for person, alarm in db.execute("SELECT person, alarm FROM detect_holds ORDER BY at").fetchall():
+                held.setdefault(str(person), []).append(Alarm.from_dict(json.loads(alarm)))
+            rows = db.execute("SELECT clearance FROM detect_cleared").fetchall()
+            return Holds(held, [Clearance.from_dict(json.loads(row[0])) for row in rows])
+
+        return await self._run(work)
+
     async def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _sqlite_cleared_at(db: sqlite3.Connection, user: str) -> float | None:
+    row = db.execute("SELECT at FROM detect_cleared WHERE person = ?", (user,)).fetchone()
+    return None if row is None else float(row[0])
 
 
 # ---------------------------------------------------------------------- Redis
@@ -305,10 +384,53 @@ redis.call('LTRIM', KEYS[2], -kept, -1)
 return redis.call('GET', KEYS[1])
 """
 
+# KEYS[1]: the set of held people, KEYS[2]: the person's hold (alarm id -> alarm), KEYS[3]: the
+# alarms' times (a sorted set of ids), KEYS[4]: the latest clearance's time by person. ARGV[1]: the
+# person, ARGV[2]: how many alarms a hold keeps, then (id, time, alarm JSON) per alarm, oldest first.
+_HOLD = """
+local cleared = redis.call('HGET', KEYS[4], ARGV[1])
+cleared = cleared and tonumber(cleared)
+local held = redis.call('HLEN', KEYS[2])
+local kept = tonumber(ARGV[2])
+for i = 3, #ARGV, 3 do
+  if held >= kept then break end
+  if not cleared or tonumber(ARGV[i + 1]) > cleared then
+    if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+      redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
+      held = held + 1
+    end
+  end
+end
+if held > 0 then redis.call('SADD', KEYS[1], ARGV[1]) end
+return held
+"""
+
+# KEYS[1..4] as for _HOLD, KEYS[5]: the latest clearance (JSON) by person, KEYS[6]: the
+# tightenings. ARGV: the person, the clearance's time, its JSON, "1" to drop the tightening too.
+# Returns 0 (nothing changed) when a later clearance is recorded.
+_CLEAR = """
+local cleared = redis.call('HGET', KEYS[4], ARGV[1])
+if cleared and tonumber(cleared) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])) do
+  redis.call('HDEL', KEYS[2], id)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+if redis.call('HLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
+if ARGV[4] == '1' then redis.call('HDEL', KEYS[6], ARGV[1]) end
+return 1
+"""
+
 _PERSON = "sekisho:detect:person:"
 _TIGHTENINGS = "sekisho:detect:tightenings"
 _ALARM_SEQ = "sekisho:detect:alarm-seq"
 _ALARMS = "sekisho:detect:alarms"
+_HELD = "sekisho:detect:held"
+_HOLD_ALARMS = "sekisho:detect:hold:"
+_HOLD_TIMES = "sekisho:detect:hold-at:"
+_CLEARED_AT = "sekisho:detect:cleared-at"
+_CLEARED = "sekisho:detect:cleared"
 
 
 class RedisDetectStore:
@@ -321,6 +443,8 @@ class RedisDetectStore:
         )
         self._put = self._redis.register_script(_PUT)
         self._append = self._redis.register_script(_APPEND)
+        self._hold = self._redis.register_script(_HOLD)
+        self._clear = self._redis.register_script(_CLEAR)
 
     def describe(self) -> str:
         parts = urlsplit(self.url)  # never the password
@@ -346,12 +470,17 @@ class RedisDetectStore:
             raise self._unavailable(exc) from exc
         return token if int(written) == 1 else None
 
-    async def tighten(self, user: str, tightening: Tightening, now: float) -> Tightening:
+    async def tighten(
+        self, user: str, tightening: Tightening, now: float, decided: float | None = None
+    ) -> Tightening | None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        await pipe.watch(_TIGHTENINGS)
+                        await pipe.watch(_TIGHTENINGS, _CLEARED_AT)
+                        cleared = await pipe.hget(_CLEARED_AT, user)
+                        if decided is not None and cleared is not None and decided <= float(cleared):
+                            return None
                         raw = await pipe.hget(_TIGHTENINGS, user)
                         current = tightening_from_json(str(raw)) if raw is not None else None
                         if current is not None and _ended(current, now):
@@ -364,12 +493,6 @@ class RedisDetectStore:
                         return merged
                     except WatchError:
                         continue  # another process tightened someone meanwhile: read again
-        except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
-
-    async def lift(self, user: str) -> None:
-        try:
-            await self._redis.hdel(_TIGHTENINGS, user)
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from exc
 
@@ -405,6 +528,44 @@ class RedisDetectStore:
             raise self._unavailable(exc) from exc
         entries = [json.loads(item) for item in raw]
         return latest, [(str(e["origin"]), e["alarm"]) for e in entries if int(e["seq"]) > seq]
+
+    @staticmethod
+    def _hold_keys(user: str) -> list[str]:
+        return [_HELD, _HOLD_ALARMS + user, _HOLD_TIMES + user, _CLEARED_AT]
+
+    async def hold(self, user: str, alarms: Sequence[Alarm]) -> None:
+        args: list[str | int] = [user, HELD_ALARMS]
+        for alarm in sorted(alarms, key=lambda a: a.at):
+            args += [alarm.id, repr(alarm.at.timestamp()), json.dumps(alarm.to_dict())]
+        try:
+            await self._hold(keys=self._hold_keys(user), args=args)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def clear(self, clearance: Clearance, *, lift: bool) -> bool:
+        user = clearance.user
+        args = [user, repr(clearance.at.timestamp()), json.dumps(clearance.to_dict()), "1" if lift else "0"]
+        try:
+            done = await self._clear(keys=[*self._hold_keys(user), _CLEARED, _TIGHTENINGS], args=args)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return int(done) == 1
+
+    async def holds(self) -> Holds:
+        try:
+            people = sorted(str(user) for user in await self._redis.smembers(_HELD))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user in people:
+                    pipe.hvals(_HOLD_ALARMS + user)
+                pipe.hvals(_CLEARED)
+                *alarms, clearances = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        held: dict[str, list[Alarm]] = {}
+        for user, found in zip(people, alarms, strict=True):
+            if found:
+                held[user] = sorted((Alarm.from_dict(json.loads(a)) for a in found), key=lambda a: a.at)
+        return Holds(held, [Clearance.from_dict(json.loads(c)) for c in clearances])
 
     async def close(self) -> None:
         await self._redis.aclose()

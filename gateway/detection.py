@@ -22,11 +22,17 @@ store again every second; when it answers, a person nobody else has written mean
 as is, and otherwise the stored state is loaded and the pending events replayed on it (alarms the
 replay finds again are not raised twice). Detection never refuses service by itself.
 
-A second task, also owned here, shares the consequences every ``_SHARED_PERIOD``: it combines
-this process's tightenings into the store, reads every tightening in force into the policy service
-(``PolicyService.adopt``, which sessions consult for each statement, so a suspension decided on one
-process refuses the person's next statement on every other within about a second), appends this
-process's alarms to the shared list and copies other processes' alarms into the local feed.
+A second task, also owned here, shares the consequences every ``_SHARED_PERIOD``: it writes the
+holds until cleared this process noted, reads everyone's holds and clearances (``on_holds``: the
+server adopts them into its ``Holds`` and works out again the tightening of whoever changed, so a
+clearance recorded by one process lifts what the alarms up to it did in every other, and a hold
+noted by one holds the person in every other), combines this process's tightenings into the store,
+reads every tightening in force into the policy service (``PolicyService.adopt``, which sessions
+consult for each statement, so a suspension decided on one process refuses the person's next
+statement on every other within about a second), appends this process's alarms to the shared list
+and copies other processes' alarms into the local feed. What the store did not take (it failed)
+stays queued here and is written when it answers again: holds noted meanwhile hold the person in
+this process until then. Clearances are not queued: ``clear`` goes to the store at once, or fails.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import json
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -48,7 +54,7 @@ from gateway.gate import PolicyService
 from gateway.quota_store import StoreUnavailable
 from policy.detect import Alarm, Detector
 from policy.detect.alarm import Plain
-from policy.detect.tightening import Tightening
+from policy.detect.tightening import Clearance, Holds, Resync, Tightening
 from policy.events import ConnectionEvent, QuotaUsage, StatementEvent
 
 log = structlog.get_logger("sekisho.detection")
@@ -96,6 +102,8 @@ class SharedDetection:
         policy: PolicyService,
         on_alarms: Callable[[list[Alarm]], None],
         mirror: Callable[[Alarm], object] | None = None,
+        *,
+        on_holds: Callable[[Holds, Mapping[str, Sequence[Alarm]]], Resync] | None = None,
     ) -> None:
         self.detector = detector
         self.store = store
@@ -103,6 +111,7 @@ class SharedDetection:
         self._policy = policy
         self._on_alarms = on_alarms
         self._mirror = mirror
+        self._on_holds = on_holds
         self._queue: deque[Observed] = deque()
         self._people: dict[str, _Person] = {}
         self._wake = asyncio.Event()
@@ -110,7 +119,9 @@ class SharedDetection:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._alarms_out: deque[dict[str, Plain]] = deque(maxlen=_OUTBOX_LIMIT)
-        self._tightenings_out: dict[str, Tightening | None] = {}  # None: lift
+        self._tightenings_out: dict[str, tuple[Tightening, float]] = {}  # with when it was decided
+        self._holds_out: dict[str, list[Alarm]] = {}  # alarms holding people, not written yet
+        self._clearances_out: list[Clearance] = []  # clearances the store lost, to record again
         self._alarm_seq: int | None = None  # the shared list's last number seen
         self._down_since: float | None = None
         self._retry_at = 0.0
@@ -134,8 +145,26 @@ class SharedDetection:
         self._wake.set()
 
     def _share_tightening(self, user: str, tightening: Tightening | None) -> None:
-        self._tightenings_out[user] = tightening
+        """This process's tightening of ``user``, to combine into the store (None: it has none
+        now, so one still queued is withdrawn)."""
+        if tightening is None:
+            self._tightenings_out.pop(user, None)
+            return
+        self._tightenings_out[user] = (tightening, time.time())
         self._share_wake.set()
+
+    def share_holds(self, user: str, alarms: Sequence[Alarm]) -> None:
+        """Alarms that hold ``user`` until cleared, noted here: written to the store soon (when it
+        is back, if it is not answering)."""
+        if alarms:
+            self._holds_out[user] = [*self._holds_out.get(user, ()), *alarms]  # a new list: see _share
+            self._share_wake.set()
+
+    async def clear(self, clearance: Clearance) -> bool:
+        """Record ``clearance`` in the store, lifting the person's shared hold and tightening;
+        False when a later clearance is recorded there. Raises StoreUnavailable: a clearance is
+        never applied in one process only."""
+        return await self.store.clear(clearance, lift=True)
 
     def statistics(self) -> DetectionStatistics:
         return DetectionStatistics(
@@ -152,6 +181,14 @@ class SharedDetection:
     # ------------------------------------------------------------------ lifetime
 
     async def start(self) -> None:
+        """Share once (holds and tightenings of other processes are in force before the first
+        session), then keep sharing and synchronizing in this object's tasks."""
+        try:
+            await self._share()
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+        except Exception:
+            log.exception("detection_sharing_failed")
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._run_events(), name="detection-events"),
@@ -340,25 +377,38 @@ class SharedDetection:
                     await self._share_wake.wait()
 
     async def _share(self) -> None:
+        """One round: write what this process queued, read what every process shared."""
+        for user in list(self._holds_out):
+            alarms = self._holds_out[user]
+            await self.store.hold(user, alarms)
+            if self._holds_out.get(user) is alarms:  # not added to meanwhile
+                del self._holds_out[user]
+        while self._clearances_out:
+            await self.store.clear(self._clearances_out[0], lift=False)
+            self._clearances_out.pop(0)
+        if self._on_holds is not None:
+            holds = await self.store.holds()
+            resync = self._on_holds(holds, self._holds_out)
+            for user, alarms in resync.unshared_holds.items():
+                self.share_holds(user, alarms)
+            self._clearances_out += resync.unshared_clearances
         now = datetime.now(UTC)
         while self._tightenings_out:
-            user, tightening = next(iter(self._tightenings_out.items()))
-            if tightening is None:
-                await self.store.lift(user)
-            elif not tightening.lapsed(now):
-                await self.store.tighten(user, tightening, now.timestamp())
-            if self._tightenings_out.get(user) is tightening:  # not replaced meanwhile
+            user, queued = next(iter(self._tightenings_out.items()))
+            tightening, decided = queued
+            if not tightening.lapsed(now):
+                await self.store.tighten(user, tightening, now.timestamp(), decided)
+            if self._tightenings_out.get(user) is queued:  # not replaced meanwhile
                 del self._tightenings_out[user]
         if self._alarms_out:
             sending = list(self._alarms_out)
             await self.store.append_alarms(self.origin, sending)
             for _ in sending:
                 self._alarms_out.popleft()
+        lifts = self._policy.lifts
         shared = await self.store.tightenings(time.time())
-        for user, tightening in self._tightenings_out.items():  # lifts not yet written
-            if tightening is None:
-                shared.pop(user, None)
-        self._policy.adopt(shared)
+        if self._policy.lifts == lifts:  # else a clearance here came after the read: next round
+            self._policy.adopt(shared)
         latest, entries = await self.store.alarms_after(self._alarm_seq)
         self._alarm_seq = latest
         for origin, data in entries:

@@ -85,7 +85,9 @@ class PolicyService:
         self.restrictions_version = 0
         self._local: dict[str, Tightening] = {}
         self._shared: dict[str, Tightening] = {}
-        # Told of each tightening decided here (and of lifts: None), to share it with other processes.
+        self.lifts = 0  # clearances applied here: a read of the shared ones begun before is stale
+        # Told of each tightening decided here, to share it with other processes (None: this
+        # process has none for the person now, so one not yet shared is withdrawn).
         self.on_restrict: Callable[[str, Tightening | None], None] | None = None
 
     @staticmethod
@@ -110,19 +112,21 @@ class PolicyService:
     def restrict(self, user: str, tightening: Tightening | None) -> None:
         """Put a person under a tightening decided in this process (None: none of this process's
         alarms calls for one); their sessions apply it at once, and ``on_restrict`` shares it. A
-        tightening another process shared stays in force: lifting one everywhere is ``lift``."""
+        tightening another process shared stays in force: only a clearance lifts one (``lift``)."""
         if tightening is None:
             self._local.pop(user, None)
         else:
             self._local[user] = tightening
-            if self.on_restrict is not None:
-                self.on_restrict(user, tightening)
+        if self.on_restrict is not None:
+            self.on_restrict(user, tightening)
         self._combine(user)
 
     def lift(self, user: str) -> None:
-        """Lift a person's tightening in this process and (through ``on_restrict``) everywhere."""
+        """Drop a person's tightenings here once a clearance is recorded in the detection store
+        (which dropped the shared one with it; other processes follow when they read it)."""
         self._local.pop(user, None)
         self._shared.pop(user, None)
+        self.lifts += 1
         if self.on_restrict is not None:
             self.on_restrict(user, None)
         self._combine(user)

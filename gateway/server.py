@@ -17,6 +17,7 @@ import pwd
 import socket
 import ssl
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
 from policy.catalog import Catalog
 from policy.detect import Alarm, Clearance, ClearanceRefused, Detector, Holds, Tightening
-from policy.detect.tightening import tightening_for
+from policy.detect.tightening import Resync, tightening_for
 from policy.errors import PolicyInvalid, Problem
 from policy.events import ConnectionEvent, QuotaUsage, StatementEvent
 from policy.loader import check_against_catalog, load_policy
@@ -52,7 +53,9 @@ from policy.model import Policy
 log = structlog.get_logger("sekisho.server")
 _AUDIT_SPOOL = ".sekisho-audit"  # the audit spool's directory, next to the users file
 _RECENT_ALARMS = 1000  # alarms kept for tightening decisions
-_HOLDS_STATE = ".sekisho-holds.json"  # who is suspended until cleared, and the clearances
+# This process's copy of the holds until cleared and clearances (the detection store has the
+# shared ones): in force at start before the store answers, and written back if the store lost them.
+_HOLDS_STATE = ".sekisho-holds.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,7 @@ class Server:
             self.policy,
             self._raise,
             alarms.mirror if alarms is not None else None,
+            on_holds=self._adopt_holds,
         )
         self._recent_alarms: deque[Alarm] = deque(maxlen=_RECENT_ALARMS)
         self.holds = self._load_holds()
@@ -462,7 +466,15 @@ class Server:
             else:
                 log.warning("alarm", **alarm.to_dict())
         now = datetime.now(UTC)
-        if self.holds.note(alarms, self.policy.policy.alarms):
+        self.holds.note(alarms, self.policy.policy.alarms)
+        raised = {a.id for a in alarms}
+        noted = False
+        for user in {a.user for a in alarms}:
+            held = [a for a in self.holds.held(user) if a.id in raised]
+            if held:  # to every process, through the store (when it answers)
+                self.detection.share_holds(user, held)
+                noted = True
+        if noted:
             self.save_holds()
         for user in {a.user for a in alarms}:
             tightening = self._tightening(user, now)
@@ -490,20 +502,44 @@ class Server:
         now = datetime.now(UTC)
         return {u: t for u, t in self.policy.restrictions.items() if not t.lapsed(now)}
 
-    def clear(self, user: str, by: str, reason: str) -> Clearance:
+    async def clear(self, user: str, by: str, reason: str) -> Clearance:
         """Lift ``user``'s hold and tightening after a review by ``by`` (who must be allowed to
-        clear: the console and the admin API check that). Raises ClearanceRefused."""
+        clear: the console and the admin API check that), in the detection store first, so that
+        every process lifts them. Raises ClearanceRefused, and StoreUnavailable when the store
+        does not answer (nothing is cleared anywhere then)."""
         if user not in self.holds.people() and user not in self.tightenings():
             raise ClearanceRefused("nothing_to_clear", f"{user} is neither suspended nor tightened")
         clearance = Clearance(user=user, by=by, at=datetime.now(UTC), reason=reason)
-        self.holds.clear(clearance)
+        self.holds.check(clearance)
+        if not await self.detection.clear(clearance):
+            raise ClearanceRefused("out_of_order", f"{user} was cleared again meanwhile, later than this")
+        with contextlib.suppress(ClearanceRefused):  # a later clearance arrived meanwhile: it stands
+            self.holds.clear(clearance)
         self.save_holds()
         log.warning("person_cleared", **clearance.to_dict())
         with contextlib.suppress(AuditUnavailable):
             self.audit.record(audit_records.clearance(clearance.to_dict()))
-        self.policy.lift(user)  # here and, through the detection store, in every process
+        self.policy.lift(user)
         self.policy.restrict(user, self._tightening(user, clearance.at))
         return clearance
+
+    def _adopt_holds(self, shared: Holds, pending: Mapping[str, Sequence[Alarm]]) -> Resync:
+        """Every process's holds and clearances, read from the detection store: this process's
+        copy becomes them (keeping what the store has not taken yet), and whoever was held or
+        cleared elsewhere has their tightening here worked out again."""
+        resync = self.holds.adopt(shared, pending)
+        if resync.changed or resync.unshared_holds or resync.unshared_clearances:
+            self.save_holds()
+        now = datetime.now(UTC)
+        for user in sorted(resync.changed):
+            tightening = self._tightening(user, now)
+            log.info("holds_changed_elsewhere", user=user, held=bool(self.holds.held(user)),
+                     cleared=str(self.holds.cleared_at(user)), tightened=tightening is not None)  # fmt: skip
+            self.policy.restrict(user, tightening)
+        if resync.unshared_holds or resync.unshared_clearances:
+            log.warning("holds_written_back", holds=sorted(resync.unshared_holds),
+                        clearances=[c.user for c in resync.unshared_clearances])  # fmt: skip
+        return resync
 
     def _load_holds(self) -> Holds:
         path = self._state_path(_HOLDS_STATE)

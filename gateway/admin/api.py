@@ -27,6 +27,7 @@ from scramp import ScramMechanism
 from gateway.audit import search as audit_search
 from gateway.config import parse_dsn
 from gateway.console import may_see_everyone
+from gateway.quota_store import StoreUnavailable
 from gateway.users import Verifier
 from policy.detect import ClearanceRefused
 
@@ -146,7 +147,8 @@ class AdminAPI:
         """``POST /people/{name}/clear`` with JSON ``{"reason": "..."}`` and HTTP Basic credentials
         of a compliance person: lifts ``name``'s suspension or tightening and returns the recorded
         clearance. 401 without valid credentials, 403 for people who may not clear (or clearing
-        themselves), 409 when there is nothing to clear, 400 without a reason."""
+        themselves), 409 when there is nothing to clear, 400 without a reason, 503 when the
+        detection store is unreachable (nobody is cleared then, in any process)."""
         clearer = await self._authenticated(request)
         policy = self._server.policy.policy
         if not may_see_everyone(policy, clearer):
@@ -163,12 +165,16 @@ class AdminAPI:
                 text=f"give a reason (a non-empty string of at most {MAX_REASON} characters)"
             )
         try:
-            clearance = self._server.clear(request.match_info["name"], clearer, reason)
+            clearance = await self._server.clear(request.match_info["name"], clearer, reason)
         except ClearanceRefused as exc:
             status = {"self_clearance": web.HTTPForbidden, "no_reason": web.HTTPBadRequest}.get(
                 exc.code, web.HTTPConflict
             )
             raise status(text=str(exc)) from None
+        except StoreUnavailable as exc:
+            raise web.HTTPServiceUnavailable(
+                text=f"the detection store is unreachable; nobody was cleared ({exc})"
+            ) from None
         return web.json_response(clearance.to_dict())
 
     async def _authenticated(self, request: web.Request) -> str:

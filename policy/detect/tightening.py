@@ -11,13 +11,18 @@ An alarm is forgotten by the gateway after a while, and a restart forgets them a
 until cleared must outlast both: ``Holds`` keeps the alarms behind each hold and the clearances,
 as plain data the gateway persists. A clearance is data too (who, when, whom, why); it lifts
 whatever the alarms raised up to it did to the person, and nobody may clear themselves.
+
+Where several processes share holds (through the gateway's detection store), each keeps a
+``Holds`` as its copy and ``adopt``s the shared picture: a hold or clearance that only the copy
+has is one the store has not taken yet (or lost), so it is kept and written back, never dropped,
+and a store that lost its data cannot free anyone.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +30,7 @@ from policy.detect.alarm import Alarm, Plain
 from policy.model import AlarmSettings, OnAlarm
 from policy.permissions import Permissions
 
-_HELD_ALARMS = 64  # alarms kept per held person (the earliest ones: what started the hold)
+HELD_ALARMS = 64  # alarms kept per held person (the earliest ones: what started the hold)
 _CLEARANCES = 1000  # clearances kept for the record (the audit log has every one)
 
 
@@ -73,6 +78,16 @@ class Clearance:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """What ``Holds.adopt`` found: whose hold or clearance changed (their tightening must be worked
+    out again), and what the copy had that the shared picture lacks (to be written back)."""
+
+    changed: frozenset[str]
+    unshared_holds: dict[str, list[Alarm]] = field(default_factory=dict)
+    unshared_clearances: list[Clearance] = field(default_factory=list)
+
+
 def _applies(entry: OnAlarm, alarm: Alarm) -> bool:
     return alarm.at_least(entry.severity) and (not entry.rules or alarm.rule in entry.rules)
 
@@ -106,7 +121,7 @@ class Holds:
             held = self._held.setdefault(alarm.user, [])
             if not held:
                 newly.append(alarm.user)
-            if len(held) < _HELD_ALARMS and all(a.id != alarm.id for a in held):
+            if len(held) < HELD_ALARMS and all(a.id != alarm.id for a in held):
                 held.append(alarm)
         return newly
 
@@ -125,9 +140,9 @@ class Holds:
     def clearances(self) -> tuple[Clearance, ...]:
         return tuple(self._clearances)
 
-    def clear(self, clearance: Clearance) -> None:
-        """Record ``clearance``; raises ClearanceRefused when the clearer is the person, the
-        reason is empty, or a later clearance of the person is already recorded."""
+    def check(self, clearance: Clearance) -> None:
+        """Raise ClearanceRefused when ``clearance`` may not be recorded: the clearer is the person,
+        the reason is empty, or a later clearance of the person is already recorded."""
         if clearance.by == clearance.user:
             raise ClearanceRefused("self_clearance", f"{clearance.by} may not clear themselves")
         if not clearance.reason.strip():
@@ -137,10 +152,68 @@ class Holds:
             raise ClearanceRefused(
                 "out_of_order", f"{clearance.user} was already cleared at {last.isoformat()}"
             )
-        self._held.pop(clearance.user, None)
+
+    def clear(self, clearance: Clearance) -> None:
+        """Record ``clearance`` (raises ClearanceRefused as ``check`` does): the alarms up to it
+        no longer hold the person."""
+        self.check(clearance)
+        held = [a for a in self._held.get(clearance.user, ()) if a.at > clearance.at]
+        if held:
+            self._held[clearance.user] = held
+        else:
+            self._held.pop(clearance.user, None)
         self._cleared[clearance.user] = clearance.at
         self._clearances.append(clearance)
         del self._clearances[:-_CLEARANCES]
+
+    def latest_clearances(self) -> dict[str, Clearance]:
+        """Each cleared person's latest clearance."""
+        latest: dict[str, Clearance] = {}
+        for clearance in self._clearances:
+            if clearance.user not in latest or clearance.at >= latest[clearance.user].at:
+                latest[clearance.user] = clearance
+        return latest
+
+    def adopt(self, shared: Holds, pending: Mapping[str, Sequence[Alarm]] | None = None) -> Resync:
+        """Become ``shared`` (the picture every process shares) plus what it lacks: the alarms in
+        ``pending`` (noted here, not written yet), the holds of people it does not hold at all
+        (less the alarms up to their latest clearance), and clearances later than its own. Keeps
+        the latest clearance per person. Returns who changed and what ``shared`` lacked besides
+        ``pending``, to be written back."""
+        before = {user: {a.id for a in alarms} for user, alarms in self._held.items()}
+        before_cleared = dict(self._cleared)
+        latest = shared.latest_clearances()
+        unshared_clearances: list[Clearance] = []
+        for user, clearance in self.latest_clearances().items():
+            known = latest.get(user)
+            if known is None or clearance.at > known.at:
+                latest[user] = clearance
+                unshared_clearances.append(clearance)
+        cleared = {user: c.at for user, c in latest.items()}
+
+        def standing(alarm: Alarm) -> bool:
+            at = cleared.get(alarm.user)
+            return at is None or alarm.at > at
+
+        held = {user: [a for a in alarms if standing(a)] for user, alarms in shared._held.items()}
+        unshared_holds: dict[str, list[Alarm]] = {}
+        for user, alarms in self._held.items():
+            if user not in shared._held and (kept := [a for a in alarms if standing(a)]):
+                held[user] = unshared_holds[user] = kept
+        for user, noted in (pending or {}).items():
+            mine = held.setdefault(user, [])
+            for alarm in noted:
+                if standing(alarm) and len(mine) < HELD_ALARMS and all(a.id != alarm.id for a in mine):
+                    mine.append(alarm)
+        self._held = {user: sorted(alarms, key=lambda a: a.at) for user, alarms in held.items() if alarms}
+        self._clearances = sorted(latest.values(), key=lambda c: c.at)
+        self._cleared = cleared
+        after = {user: {a.id for a in alarms} for user, alarms in self._held.items()}
+        changed = {u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}
+        changed |= {
+            u for u in before_cleared.keys() | cleared.keys() if before_cleared.get(u) != cleared.get(u)
+        }
+        return Resync(frozenset(changed), unshared_holds, unshared_clearances)
 
     def to_dict(self) -> dict[str, Plain]:
         return {

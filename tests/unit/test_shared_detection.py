@@ -114,10 +114,10 @@ class Switchable:
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         method = getattr(self.inner, name)
 
-        async def call(*args: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
             if self.down:
                 raise StoreUnavailable("detection store: switched off")
-            return await method(*args)
+            return await method(*args, **kwargs)
 
         return call
 
