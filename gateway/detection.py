@@ -73,6 +73,7 @@ _SHARED_PERIOD = 0.5  # seconds between reads of the shared tightenings and alar
 @dataclass(frozen=True, slots=True)
 class DetectionStatistics:
     events: int  # events submitted
+    handled: int  # of those, applied and their alarms raised (with ``dropped``: all, when idle)
     synchronized: int  # person rounds written to the store
     conflicts: int  # writes another process won (the events were applied again)
     local: int  # events applied without the store (it failed, or conflicts persisted)
@@ -125,7 +126,7 @@ class SharedDetection:
         self._alarm_seq: int | None = None  # the shared list's last number seen
         self._down_since: float | None = None
         self._retry_at = 0.0
-        self._events = self._synchronized = self._conflicts = self._local = self._dropped = 0
+        self._events = self._handled = self._synchronized = self._conflicts = self._local = self._dropped = 0
         self._failures = 0
         policy.on_restrict = self._share_tightening
 
@@ -169,6 +170,7 @@ class SharedDetection:
     def statistics(self) -> DetectionStatistics:
         return DetectionStatistics(
             events=self._events,
+            handled=self._handled,
             synchronized=self._synchronized,
             conflicts=self._conflicts,
             local=self._local,
@@ -285,6 +287,7 @@ class SharedDetection:
                     self._synchronized += 1
                     self._store_back()
                     self._emit(person, alarms)
+                    self._handled += len(events)
                     return
                 self._conflicts += 1
                 person.fresh = False
@@ -296,11 +299,13 @@ class SharedDetection:
             alarms = self._apply(events)
         self._keep_pending(person, events)
         self._emit(person, alarms)
+        self._handled += len(events)
 
     def _apply_locally(self, person: _Person, events: list[Observed]) -> None:
         alarms = self._apply(events)
         self._keep_pending(person, events)
         self._emit(person, alarms)
+        self._handled += len(events)
 
     def _keep_pending(self, person: _Person, events: list[Observed]) -> None:
         person.pending.extend(events)

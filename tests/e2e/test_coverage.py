@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -36,7 +37,24 @@ def _feed(port: int) -> list[dict[str, object]]:
     return data
 
 
+def _settled(port: int) -> None:
+    """Wait until detection has handled every event submitted so far (it runs after statements,
+    off their path), the count of events unchanged between two looks."""
+    deadline = time.monotonic() + 20
+    previous = None
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+            detection = json.loads(response.read())["detection"]
+        now = detection["events"]
+        if now == previous and detection["handled"] + detection["dropped"] == now:
+            return
+        previous = now
+        time.sleep(0.2)
+    raise AssertionError("detection did not settle within 20 s")
+
+
 def _coverage(port: int, user: str) -> list[dict[str, object]]:
+    _settled(port)
     return [a for a in _feed(port) if a["rule"] == "coverage" and a["user"] == user]
 
 
