@@ -9,6 +9,11 @@ upstream: the session answers a few commands itself over the simple query protoc
     SHOW HOLDS;    who is tightened or suspended now, and until when (compliance)
     CLEAR name 'reason';   lift a person's suspension or tightening after review (compliance,
                    never one's own), in every Sekisho process; recorded with who, when and why
+    REQUEST ELEVATION name FOR '2h' REASON 'why';   ask for one of the policy's elevations
+    SHOW ELEVATIONS;   your requests (everyone's, for approvers and compliance)
+    APPROVE ELEVATION id;   DENY ELEVATION id REASON 'why';   (members of its approver roles,
+                   never the requester)
+    REVOKE ELEVATION id;   end a request or grant early (the requester or an approver)
     SHOW HELP;
 
 ``answer`` is a plain function from a command to the backend messages that answer it; what it
@@ -20,12 +25,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from gateway.elevation_store import Elevations, UnknownRequest
 from gateway.quota_store import QuotaStore, StoreUnavailable
 from gateway.wire import messages as m
 from policy.detect import Alarm, Clearance, ClearanceRefused, Tightening
+from policy.elevation import ElevationRefused, Request, parse_duration
 from policy.model import Policy
 from policy.permissions import permissions_for
 from policy.quota import Usage, limits_of
@@ -48,6 +55,11 @@ _HELP = (
     ("SHOW HOLDS", "who is tightened or suspended now, and until when (the same people)"),
     ("CLEAR name 'reason'", "lift a person's suspension or tightening after review (the same people; "
      "never yourself)"),
+    ("REQUEST ELEVATION name FOR '2h' REASON 'why'", "ask for one of the policy's elevations"),
+    ("SHOW ELEVATIONS", "your elevation requests (everyone's for approvers and compliance)"),
+    ("APPROVE ELEVATION id", "approve a request (its approver roles; never your own)"),
+    ("DENY ELEVATION id REASON 'why'", "deny a request (the same people)"),
+    ("REVOKE ELEVATION id", "end a request or grant early (the requester or an approver)"),
     ("SHOW HELP", "this list"),
 )  # fmt: skip
 
@@ -73,6 +85,11 @@ async def answer(
     sql: str, user: str, policy: Policy, store: QuotaStore, desk: Desk | None = None
 ) -> list[bytes]:
     """The messages answering one console Query, ReadyForQuery included."""
+    elevations = getattr(desk, "elevations", None)
+    if isinstance(elevations, Elevations) and (
+        handled := await elevation_command(sql, user, policy, elevations)
+    ):
+        return handled
     cleared = _CLEAR.match(sql)
     if cleared is not None:
         person = cleared["quoted"].replace('""', '"') if cleared["quoted"] else cleared["bare"]
@@ -188,3 +205,114 @@ def _table(columns: Sequence[str], rows: list[list[str | None]], tag: str) -> li
 def _error(sqlstate: str, message: str, hint: str) -> list[bytes]:
     fields = m.error_fields("ERROR", sqlstate, message, None, hint)
     return [m.ErrorResponse(fields).encode(), m.ReadyForQuery("I").encode()]
+
+
+# ---------------------------------------------------------------------- elevations
+
+_NAME = r"""(?:"(?P<quoted>(?:[^"]|"")+)"|(?P<bare>[A-Za-z0-9_.@-]+))"""
+_TEXT = r"'(?P<{}>(?:[^']|'')*)'"
+_ID = r"""(?:'(?P<qid>[0-9A-Za-z]+)'|(?P<id>[0-9A-Za-z]+))"""
+_END = r"\s*;?\s*$"
+_ELEVATION_COMMANDS = (
+    ("request", re.compile(
+        rf"^\s*request\s+elevation\s+{_NAME}\s+for\s+{_TEXT.format('duration')}\s+reason\s+"
+        rf"{_TEXT.format('reason')}{_END}", re.IGNORECASE | re.DOTALL)),
+    ("show", re.compile(rf"^\s*show\s+elevations{_END}", re.IGNORECASE)),
+    ("approve", re.compile(rf"^\s*approve\s+elevation\s+{_ID}{_END}", re.IGNORECASE)),
+    ("deny", re.compile(rf"^\s*deny\s+elevation\s+{_ID}\s+reason\s+{_TEXT.format('reason')}{_END}",
+                        re.IGNORECASE | re.DOTALL)),
+    ("revoke", re.compile(rf"^\s*revoke\s+elevation\s+{_ID}{_END}", re.IGNORECASE)),
+)  # fmt: skip
+_ELEVATION_WORDS = re.compile(r"^\s*(request|approve|deny|revoke)\s+elevation\b", re.IGNORECASE)
+_ELEVATION_COLUMNS = (
+    "id", "person", "elevation", "state", "duration", "requested_at", "approved_at", "expires_at",
+    "approver", "reason", "note",
+)  # fmt: skip
+_SYNTAX = {
+    "request": "REQUEST ELEVATION name FOR '2h' REASON 'why';",
+    "approve": "APPROVE ELEVATION id;",
+    "deny": "DENY ELEVATION id REASON 'why';",
+    "revoke": "REVOKE ELEVATION id;",
+}
+STORE_UNAVAILABLE = "58000"  # system_error: the elevation store cannot be reached
+
+
+async def elevation_command(sql: str, user: str, policy: Policy, desk: Elevations) -> list[bytes] | None:
+    """The answer to an elevation command, or None when ``sql`` is not one."""
+    found = [(verb, match) for verb, pattern in _ELEVATION_COMMANDS if (match := pattern.match(sql))]
+    if found:
+        verb, match = found[0]
+    else:
+        misspelt = _ELEVATION_WORDS.match(sql)
+        if misspelt is None:
+            return None
+        verb = misspelt.group(1).lower()
+        return _error("42601", f"cannot read {sql.strip()[:80]!r}", f"Write it as {_SYNTAX[verb]}")
+    try:
+        if verb == "show":
+            everyone = may_see_everyone(policy, user)
+            listed = await desk.listing(None if everyone else user)
+            return _table(_ELEVATION_COLUMNS, [_request_row(r) for r in listed], "SHOW")
+        if verb == "request":
+            return await _request(match, user, desk)
+        id = match["qid"] or match["id"]
+        reason = (match.groupdict().get("reason") or "").replace("''", "'")
+        decided = await desk.decide(id, user, verb, reason)
+    except ElevationRefused as exc:
+        return _error(exc.sqlstate, str(exc), "SHOW ELEVATIONS; lists the requests.")
+    except UnknownRequest as exc:
+        return _error("42704", str(exc), "SHOW ELEVATIONS; lists the requests.")
+    except StoreUnavailable as exc:
+        return _error(STORE_UNAVAILABLE, f"Sekisho cannot reach the elevation store right now ({exc})",
+                      "Nothing was recorded; try again in a moment.")  # fmt: skip
+    past = {"approve": "approved", "deny": "denied", "revoke": "revoked"}[verb]
+    notice = f"elevation {decided.id} ({decided.elevation} for {decided.person}) {past} by {user}"
+    if verb == "approve" and decided.expires_at is not None:
+        notice += f", in force until {decided.expires_at.isoformat(timespec='seconds')}"
+    return _done(notice, f"{verb.upper()} ELEVATION")
+
+
+async def _request(match: re.Match[str], user: str, desk: Elevations) -> list[bytes]:
+    name = match["quoted"].replace('""', '"') if match["quoted"] else match["bare"]
+    duration = parse_duration(match["duration"].replace("''", "'"))
+    if duration is None:
+        return _error(
+            "22023", f"{match['duration']!r} is not a duration", "Write it as '30m', '2h' or '1d12h'."
+        )
+    created = await desk.request(user, name, duration, match["reason"].replace("''", "'"))
+    expires = created.expires_at.isoformat(timespec="seconds") if created.expires_at else "never"
+    return _done(
+        f"elevation {created.id} requested: {created.elevation} for {_show(created.duration)}; an approver "
+        f"must APPROVE ELEVATION {created.id}; the request lapses at {expires} otherwise",
+        "REQUEST ELEVATION",
+    )
+
+
+def _request_row(request: Request) -> list[str | None]:
+    def when(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.isoformat(timespec="seconds")
+
+    state = request.state_at(datetime.now(UTC))
+    approved = request.decided_at if request.state in ("approved", "expired", "revoked") else None
+    return [
+        request.id, request.person, request.elevation, state, _show(request.duration),
+        when(request.requested_at), when(approved), when(request.expires_at), request.approver,
+        request.reason, request.note or (f"revoked by {request.ended_by}" if request.ended_by else None),
+    ]  # fmt: skip
+
+
+def _show(amount: timedelta) -> str:
+    seconds, parts = int(amount.total_seconds()), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+def _done(notice: str, tag: str) -> list[bytes]:
+    return [
+        m.NoticeResponse(m.error_fields("NOTICE", "00000", notice)).encode(),
+        m.CommandComplete(tag).encode(),
+        m.ReadyForQuery("I").encode(),
+    ]

@@ -6,6 +6,12 @@ of decisions. Analysis is cached by PostgreSQL's normalized text (literals repla
 statements that differ only in literals (pgbench -S) are analyzed once; statements whose facts
 depend on a literal (``Analysis.cacheable`` False) are analyzed every time. Every analysis runs
 under the configured ``Budget`` (size and time), so no statement can stall a process.
+
+Elevations (``policy.elevation``): the service holds each person's grants in force, refreshed from
+the elevation store by the server; a gate widens the person's permissions with them
+(``elevate``) before any tightening after alarms is applied, so a tightened cap and a suspension
+still win. A statement that the person's own permissions would have decided otherwise is
+attributed to a grant (``Verdict.elevation``) for the audit trail.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from datetime import UTC, datetime
 from gateway.analysis_pool import shape_of
 from policy.analyze import Budget, analyze
 from policy.catalog import Catalog
-from policy.decision import POLICY_REFUSED, Decision, Deny
+from policy.decision import POLICY_REFUSED, Allow, Decision, Deny
 from policy.detect.tightening import Tightening, tighten
+from policy.elevation import Grant, elevate, elevate_all
 from policy.engine import Named, evaluate
 from policy.facts import Analysis
 from policy.model import Policy
@@ -65,6 +72,7 @@ class _Cache:
 class Verdict:
     analysis: Analysis
     decision: Decision
+    elevation: str | None = None  # the grant without which the decision would have been stricter
 
 
 class PolicyService:
@@ -89,6 +97,9 @@ class PolicyService:
         # Told of each tightening decided here, to share it with other processes (None: this
         # process has none for the person now, so one not yet shared is withdrawn).
         self.on_restrict: Callable[[str, Tightening | None], None] | None = None
+        # Elevation grants in force, by person (from the elevation store); sessions re-merge on change.
+        self.grants: dict[str, tuple[Grant, ...]] = {}
+        self.grants_version = 0
 
     @staticmethod
     def _analysis_path(catalog: Catalog) -> tuple[str, ...]:
@@ -157,6 +168,13 @@ class PolicyService:
             self.restrictions[user] = tightening
         self.restrictions_version += 1
 
+    def grant(self, grants: Mapping[str, tuple[Grant, ...]]) -> None:
+        """The grants in force now (every person's, replacing the last view); sessions of people
+        whose grants changed re-merge their permissions at their next statement."""
+        if dict(grants) != self.grants:
+            self.grants = dict(grants)
+            self.grants_version += 1
+
     def snapshot(self) -> tuple[int, bytes]:
         """What an analysis worker needs (catalog, search path, budget), pickled once per version."""
         if self._snapshot is None or self._snapshot[0] != self.version:
@@ -205,10 +223,29 @@ class SessionGate:
         self.user = user
         self._version = service.version
         self._restrictions = service.restrictions_version
+        self._grants_version = service.grants_version
         self._decisions: dict[str, Decision] = {}
+        self._plain_decisions: dict[str, Decision] = {}  # without the grants, to attribute decisions
         self._ready: dict[str, tuple[int, Analysis, str | None]] = {}
-        self.tightening: Tightening | None = service.restrictions.get(user)
-        self.permissions: Permissions = tighten(permissions_for(service.policy, user), self.tightening)
+        self.tightening: Tightening | None = None
+        self.grants: tuple[Grant, ...] = ()
+        self._plain: Permissions  # the person's permissions without their grants (set by _merge)
+        self.permissions: Permissions = self._merge(datetime.now(UTC))
+
+    def _merge(self, now: datetime) -> Permissions:
+        """The person's permissions: their roles, widened by their grants in force, tightened."""
+        service = self.service
+        self.tightening = service.restrictions.get(self.user)
+        self.grants = tuple(g for g in service.grants.get(self.user, ()) if g.until > now)
+        own = permissions_for(service.policy, self.user)
+        self._plain = tighten(own, self.tightening)
+        self.permissions = tighten(elevate_all(own, self.grants), self.tightening)
+        return self.permissions
+
+    def in_force(self, grant: str) -> bool:
+        """Whether the grant with this id still widens this person's permissions."""
+        self._refresh()
+        return any(g.id == grant for g in self.grants)
 
     def prepared(self, sql: str, analysis: Analysis, key: str | None, version: int) -> None:
         """An analysis made elsewhere (a worker process) for the ``decide`` that will follow."""
@@ -219,12 +256,18 @@ class SessionGate:
         now = datetime.now(UTC)
         if self.tightening is not None and self.tightening.lapsed(now):
             service.lapse(self.user, now)
-        if self._version != service.version or self._restrictions != service.restrictions_version:
-            self.tightening = service.restrictions.get(self.user)
-            self.permissions = tighten(permissions_for(service.policy, self.user), self.tightening)
+        if (
+            self._version != service.version
+            or self._restrictions != service.restrictions_version
+            or self._grants_version != service.grants_version
+            or (self.grants and any(g.until <= now for g in self.grants))  # ends at the next statement
+        ):
+            self._merge(now)
             self._decisions.clear()
+            self._plain_decisions.clear()
             self._version = service.version
             self._restrictions = service.restrictions_version
+            self._grants_version = service.grants_version
 
     def decide(self, sql: str, named: Named) -> Verdict:
         """Analyze (cached) and decide (cached unless the string uses prepared names or cursors)."""
@@ -237,15 +280,42 @@ class SessionGate:
         if self.tightening is not None and self.tightening.suspend and analysis.statements:
             return Verdict(analysis, _suspended(self.user, self.tightening))
         uses_names = any(s.prepared_name is not None for s in analysis.statements)
-        if key is not None and not uses_names:
-            decision = self._decisions.get(key)
-            if decision is None:
-                decision = evaluate(analysis, self.service.policy, self.permissions, named)
-                if len(self._decisions) >= _SHAPE_CACHE_LIMIT:
-                    self._decisions.clear()
-                self._decisions[key] = decision
+        cached = key if key is not None and not uses_names else None
+        decision = self._evaluate(analysis, named, cached, self.permissions, self._decisions)
+        if not self.grants or not isinstance(decision, Allow):
             return Verdict(analysis, decision)
-        return Verdict(analysis, evaluate(analysis, self.service.policy, self.permissions, named))
+        plain = self._evaluate(analysis, named, cached, self._plain, self._plain_decisions)
+        if plain == decision:
+            return Verdict(analysis, decision)
+        return Verdict(analysis, decision, self._attribute(analysis, named, decision))
+
+    def _evaluate(
+        self,
+        analysis: Analysis,
+        named: Named,
+        key: str | None,
+        permissions: Permissions,
+        cache: dict[str, Decision],
+    ) -> Decision:
+        if key is None:
+            return evaluate(analysis, self.service.policy, permissions, named)
+        decision = cache.get(key)
+        if decision is None:
+            decision = evaluate(analysis, self.service.policy, permissions, named)
+            if len(cache) >= _SHAPE_CACHE_LIMIT:
+                cache.clear()
+            cache[key] = decision
+        return decision
+
+    def _attribute(self, analysis: Analysis, named: Named, decision: Decision) -> str:
+        """The grant a decision needs: the first that alone gives it (with several in force)."""
+        if len(self.grants) > 1:
+            own = permissions_for(self.service.policy, self.user)
+            for grant in self.grants:
+                alone = tighten(elevate(own, grant), self.tightening)
+                if evaluate(analysis, self.service.policy, alone, named) == decision:
+                    return grant.id
+        return self.grants[0].id
 
 
 def combined(a: Tightening | None, b: Tightening | None) -> Tightening | None:

@@ -34,6 +34,7 @@ from gateway.catalog import CatalogUnavailable, fetch_catalog, table_rows
 from gateway.config import Config, ConfigError, load_token_key
 from gateway.detect_store import open_detect_store
 from gateway.detection import DetectionStatistics, SharedDetection
+from gateway.elevation_store import Elevations, open_elevation_store
 from gateway.endpoint import Endpoint
 from gateway.gate import PolicyService
 from gateway.quota_store import open_store
@@ -173,6 +174,12 @@ class Server:
             alarms.mirror if alarms is not None else None,
             on_holds=self._adopt_holds,
         )
+        # Elevation requests and grants live in their own store (the quota store's backend).
+        self.elevations = Elevations(
+            open_elevation_store(config.quotas.store, config.users_file.parent),
+            self.policy,
+            self.audit.record,
+        )
         self._recent_alarms: deque[Alarm] = deque(maxlen=_RECENT_ALARMS)
         self.holds = self._load_holds()
         for user in self.holds.people():  # a hold until cleared outlasts a restart
@@ -303,6 +310,7 @@ class Server:
         await self._refresh_catalog()
         self._catalog_task = loop.create_task(self._catalog_loop())
         await self.detection.start()
+        await self.elevations.start()
         if self._sock is not None:
             self._listener = await loop.create_server(self._new_endpoint, sock=self._sock, backlog=1024)
         else:
@@ -601,6 +609,7 @@ class Server:
         await self.analysis_pool.close()
         await self.detection.stop()  # what the sessions did, written back to the shared store
         await self.detection.store.close()
+        await self.elevations.stop()
         await self.quota_store.close()
         await self.audit.stop()
 

@@ -43,7 +43,7 @@ from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
 from gateway.wire.framing import Frame
 from policy.access import connection_refusal
-from policy.decision import AUDIT_UNAVAILABLE, UNANALYZABLE, Allow, Decision, Deny
+from policy.decision import AUDIT_UNAVAILABLE, POLICY_REFUSED, UNANALYZABLE, Allow, Decision, Deny
 from policy.engine import Named
 from policy.events import ConnectionEvent, StatementEvent
 from policy.facts import Analysis
@@ -71,6 +71,7 @@ _DDL_TAGS = (b"CREATE", b"ALTER", b"DROP", b"COMMENT", b"GRANT", b"REVOKE", b"SE
 
 
 _EVENT_SQL_LIMIT = 10_000  # characters of statement text kept in an event
+_ELEVATED_LIMIT = 10_000  # statement texts remembered as allowed under an elevation, per session
 # Catalog reads matter to detection (a dump enumerates the catalog before reading table by table).
 _CATALOG_HINT = re.compile(r"pg_|information_schema", re.IGNORECASE)
 _CONSOLE_PARAMETERS = (
@@ -146,6 +147,8 @@ class Session:
         self._who: records.Who | None = None  # set once admitted: the session's part of audit records
         self._started = time.time()
         self._statements = 0
+        self._elevated: dict[str, str] = {}  # statement text -> the grant it was last allowed under
+        self._grants_used: set[str] = set()  # grants whose first use here is on the audit trail
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -644,13 +647,17 @@ class Session:
         assert self._who is not None
         self._statements += 1
         decision = outcome.decision
+        grant = self._elevated.get(outcome.sql) if self._elevated and isinstance(decision, Allow) else None
+        if grant is not None and grant not in self._grants_used:
+            self.server.audit.record(self.server.elevations.used(grant, self.session_id))
+            self._grants_used.add(grant)
         self.server.audit.record(records.statement(
             self._who, started=outcome.started, sql=outcome.sql, fingerprint=shape_of(outcome.sql),
             redact=self.server.policy.policy.audit.redact_literals, command=command,
             analysis=outcome.analysis, decision=decision, rows=outcome.rows, size=outcome.size,
             cut=outcome.cut, cut_by=outcome.cut_by, duration=max(time.time() - outcome.started, 0.0),
             sqlstate=outcome.sqlstate,
-            error=decision.message if isinstance(decision, Deny) else outcome.error,
+            error=decision.message if isinstance(decision, Deny) else outcome.error, elevation=grant,
         ))  # fmt: skip
 
     def _flush(self) -> None:
@@ -701,6 +708,12 @@ class Session:
             deny = Deny("unanalyzable", UNANALYZABLE, message)
             return Analysis(()), deny
         decision = verdict.decision
+        if verdict.elevation is not None:
+            if len(self._elevated) >= _ELEVATED_LIMIT:
+                del self._elevated[next(iter(self._elevated))]
+            self._elevated[sql] = verdict.elevation
+        elif self._elevated and isinstance(decision, Allow):
+            self._elevated.pop(sql, None)
         if isinstance(decision, Deny):
             log.info("statement_refused", user=self.user, rule=decision.rule,
                      sqlstate=decision.sqlstate, statement=sql[:500])  # fmt: skip
@@ -719,6 +732,14 @@ class Session:
         """The audit trail's word on running an allowed statement (a Query, or a Bind of a prepared
         one): refused if it cannot be recorded; a protected read is on the record
         (``statement_begin``) before it reaches the database."""
+        grant = self._elevated.get(sql)
+        if grant is not None and self.gate is not None and not self.gate.in_force(grant):
+            # Prepared while an elevation was in force: its allowance ended with the grant.
+            message = (
+                f"Sekisho refused the statement: it was allowed under elevation {grant}, which has ended"
+            )
+            hint = "Prepare it again: it is decided under your own permissions now."
+            return Deny("elevation_ended", POLICY_REFUSED, message, hint=hint)
         audit = self.server.audit
         why = audit.refusal(bool(decision.protected))
         if why is None and decision.protected and self._who is not None:

@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".test-work"
 TEST_DATABASE = "sekisho_test"
 TEST_ROWS = 2000
-PEOPLE = ("maint", "lead", "auditor", "alice", "contractor", "strict", "clerk", "drip")
+PEOPLE = ("maint", "lead", "auditor", "alice", "contractor", "strict", "clerk", "drip", "approver")
 
 # The suite's default policy. The relay tests' people (maint, lead, auditor, alice) are
 # unrestricted, so the protocol is exercised unshaped; the policy tests use the restricted people:
 # contractor (the demo's maintenance role), strict (a small cap that fails instead of truncating)
-# and clerk (may write orders).
+# and clerk (may write orders); approver approves their elevations (role approvers).
 TEST_POLICY = """\
 version: 1
 protected_tables:
@@ -77,6 +77,7 @@ users:
   strict: {roles: [strict]}
   clerk: {roles: [clerk]}
   drip: {roles: [metered]}
+  approver: {roles: [approvers]}
   newcomer: {roles: [relay]}  # gets a password in test_cli
 elevations:
   bulk_export:

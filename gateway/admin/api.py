@@ -7,7 +7,8 @@ who may work, and ``GET /audit/search`` (audit records as JSON lines, with the f
 HTTP Basic with their name and password, checked against the same users file (SCRAM verifiers)
 that the gateway authenticates with, and the console's rule for compliance people
 (``console.may_see_everyone``; nobody clears themselves). ``GET /audit/stats`` says how the trail
-is doing.
+is doing. ``POST /elevations/{id}/approve`` (also ``deny`` with a reason, and ``revoke``) decides
+an elevation request as the console's ``APPROVE ELEVATION`` does, with the same credentials.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from scramp import ScramMechanism
 from gateway.audit import search as audit_search
 from gateway.config import parse_dsn
 from gateway.console import may_see_everyone
+from gateway.elevation_store import UnknownRequest
 from gateway.quota_store import StoreUnavailable
 from gateway.users import Verifier
 from policy.detect import ClearanceRefused
+from policy.elevation import ElevationRefused
 
 if TYPE_CHECKING:
     from gateway.alarms import AlarmHub
@@ -55,6 +58,7 @@ class AdminAPI:
         app.router.add_get("/alarms", self._alarm_feed)
         app.router.add_get("/alarms/stats", self._alarm_stats)
         app.router.add_post("/people/{name}/clear", self._clear)
+        app.router.add_post("/elevations/{id}/{verdict:approve|deny|revoke}", self._decide_elevation)
         app.router.add_get("/audit/search", self._audit_search)
         app.router.add_get("/audit/stats", self._audit_stats)
         self.app = app
@@ -176,6 +180,39 @@ class AdminAPI:
                 text=f"the detection store is unreachable; nobody was cleared ({exc})"
             ) from None
         return web.json_response(clearance.to_dict())
+
+    async def _decide_elevation(self, request: web.Request) -> web.Response:
+        """``POST /elevations/{id}/approve`` (or ``deny``, with JSON ``{"reason": "..."}``, or
+        ``revoke``) with HTTP Basic credentials: the request as stored afterwards. 401 without valid
+        credentials, 403 for people who may not decide it (not an approver, their own request),
+        404 for an unknown id, 409 when it is already decided or ended, 400 without a reason for a
+        denial, 503 when the elevation store cannot be reached."""
+        person = await self._authenticated(request)
+        verdict = request.match_info["verdict"]
+        reason = ""
+        if verdict == "deny":
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            found = body.get("reason") if isinstance(body, dict) else None
+            if not isinstance(found, str) or not found.strip() or len(found) > MAX_REASON:
+                raise web.HTTPBadRequest(
+                    text=f'give a reason: {{"reason": "..."}}, at most {MAX_REASON} characters'
+                )
+            reason = found
+        try:
+            decided = await self._server.elevations.decide(request.match_info["id"], person, verdict, reason)
+        except ElevationRefused as exc:
+            status = {"42501": web.HTTPForbidden, "22023": web.HTTPBadRequest}.get(
+                exc.sqlstate, web.HTTPConflict
+            )
+            raise status(text=str(exc)) from None
+        except UnknownRequest as exc:
+            raise web.HTTPNotFound(text=str(exc)) from None
+        except StoreUnavailable as exc:
+            raise web.HTTPServiceUnavailable(text=f"the elevation store is unreachable: {exc}") from None
+        return web.json_response(decided.to_dict())
 
     async def _authenticated(self, request: web.Request) -> str:
         """The Sekisho user whose name and password the request carries (HTTP Basic)."""

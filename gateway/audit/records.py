@@ -149,6 +149,33 @@ def clearance(fields: Mapping[str, Any]) -> Record:
     return {"kind": "clearance", "at": timestamp(), "person": data.get("user"), "clearance": data}
 
 
+ELEVATION_EVENTS = ("requested", "approved", "denied", "revoked", "expired", "used")
+
+
+def elevation(
+    event: str, request: Mapping[str, Any], *, by: str | None, session: str | None = None
+) -> Record:
+    """An elevation request's life (``event``: requested, approved, denied, revoked, expired) and
+    its first use in a session (``used``). ``person`` is the requester; ``by`` who acted (the
+    requester, the approver, the revoker; None for an expiry); ``request`` is the whole request as
+    stored (``policy.elevation.Request.to_dict``) after the event."""
+    assert event in ELEVATION_EVENTS, event
+    data = dict(request)
+    record: Record = {
+        "kind": "elevation",
+        "at": timestamp(),
+        "person": data.get("person"),
+        "event": event,
+        "id": data.get("id"),
+        "elevation": data.get("elevation"),
+        "by": by,
+        "request": data,
+    }
+    if session is not None:
+        record["session"] = session
+    return record
+
+
 def restriction(
     *, person: str, max_rows: int | None, suspended: bool, until: str | None, alarms: list[str]
 ) -> Record:
@@ -198,10 +225,13 @@ def statement(
     duration: float | None = None,
     sqlstate: str | None = None,
     error: str | None = None,
+    elevation: str | None = None,
 ) -> Record:
     """One statement (a simple-protocol string or an extended-protocol Execute): who, what, what
     policy did, what came back. ``kind`` is ``statement_begin`` for the record written before a
-    protected read reaches the database (no outcome yet) and ``statement`` for the canonical one."""
+    protected read reaches the database (no outcome yet) and ``statement`` for the canonical one.
+    ``elevation`` is the id of the grant it was allowed under (without it, it would have been
+    refused or shaped more strictly)."""
     protected = sorted(".".join(t) for t in decision.protected) if isinstance(decision, Allow) else []
     record: Record = {
         "kind": kind,
@@ -218,6 +248,8 @@ def statement(
     }
     if isinstance(decision, Allow) and decision.audited:
         record["break_glass"] = sorted(set(decision.audited))
+    if elevation is not None and isinstance(decision, Allow):
+        record["elevation"] = elevation
     if kind == "statement":
         record.update(
             rows=rows,

@@ -172,6 +172,8 @@ class AuditTrail:
         self._seq, self._prev = sealed.seq + 1, sealed.hash
         self._accepted += 1
         if self._logger is not None:
+            if "event" in record:  # structlog's own key (elevation records have one): renamed in the log
+                record = {("audit_event" if k == "event" else k): v for k, v in record.items()}
             self._logger.msg(
                 "audit", audit_chain=self.chain, audit_seq=sealed.seq, audit_prev=sealed.prev.hex(),
                 audit_hash=sealed.hash.hex(), **record,
