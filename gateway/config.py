@@ -18,6 +18,7 @@ Example (every key but ``upstream`` and ``users_file`` has a default)::
     audit: {database: postgresql://sekisho_audit@127.0.0.1:5432/audit, log: stdout,
             spool: audit-spool, spool_max_bytes: 1073741824, when_full: refuse_protected,
             batch: 1000, sync_interval: 0.2, name: gw1}
+    upstream_pool: {max_idle: 50, idle_timeout: 60, check_after: 10}
 
 The upstream may also be a mapping (host, port, database, user, password or password_env,
 sslmode, sslrootcert, connect_timeout). Its password is service material: users never see it.
@@ -25,6 +26,12 @@ sslmode, sslrootcert, connect_timeout). Its password is service material: users 
 The token key is the secret behind ``token`` masks (``policy.masks``): the same key gives the same
 tokens, so every gateway sharing a database must share it, and changing it changes every token.
 Without ``masking``, Sekisho creates a random key next to the users file (``.sekisho-token-key``).
+
+Upstream connections are reused across clients (``gateway.upstream_pool``): a session that ends
+cleanly leaves its upstream connection reset (``DISCARD ALL``) and parked for the next client with
+the same startup parameters; at most ``max_idle`` wait, each for ``idle_timeout`` seconds, and one
+parked longer than ``check_after`` seconds is checked with a round trip before reuse. ``max_idle:
+0`` turns reuse off.
 
 Alarms (``gateway.alarms``) always go to the log and to the admin API's feed (the last ``feed``
 alarms); with ``webhook``, each is also POSTed as JSON to ``url``, retried ``retries`` times with
@@ -157,6 +164,17 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """Reuse of upstream connections across clients (``gateway.upstream_pool``): how many may wait
+    idle (0: none, every session opens its own), for how long, and after how long idle a
+    connection is checked with a round trip before it is handed out."""
+
+    max_idle: int = 50
+    idle_timeout: float = 60.0
+    check_after: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     upstream: UpstreamConfig
     users_file: Path
@@ -171,6 +189,7 @@ class Config:
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    upstream_pool: PoolConfig = field(default_factory=PoolConfig)
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -340,6 +359,7 @@ def config_from_mapping(data: Any, base: Path) -> Config:
     quotas = _quotas(root.section("quotas"), base)
     alarms = _alarms(root.section("alarms"))
     audit = _audit(root.section("audit"), base)
+    upstream_pool = _upstream_pool(root.section("upstream_pool"))
     root.done()
     return Config(
         upstream=upstream,
@@ -355,7 +375,24 @@ def config_from_mapping(data: Any, base: Path) -> Config:
         quotas=quotas,
         alarms=alarms,
         audit=audit,
+        upstream_pool=upstream_pool,
     )
+
+
+def _upstream_pool(sec: _Section) -> PoolConfig:
+    pool = PoolConfig(
+        max_idle=sec.get("max_idle", int, 50),
+        idle_timeout=sec.get("idle_timeout", float, 60.0),
+        check_after=sec.get("check_after", float, 10.0),
+    )
+    sec.done()
+    if pool.max_idle < 0:
+        raise ConfigError(f"upstream_pool.max_idle: expected 0 or more, got {pool.max_idle}")
+    if not pool.idle_timeout > 0:  # written so that NaN fails too
+        raise ConfigError("upstream_pool.idle_timeout: expected a positive number of seconds")
+    if not pool.check_after >= 0:
+        raise ConfigError("upstream_pool.check_after: expected 0 or more seconds")
+    return pool
 
 
 def _audit(sec: _Section, base: Path) -> AuditConfig:

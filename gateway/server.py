@@ -40,6 +40,7 @@ from gateway.gate import PolicyService
 from gateway.quota_store import open_store
 from gateway.result_masks import maskers_for
 from gateway.session import Session, new_backend_key
+from gateway.upstream_pool import PoolStatistics, UpstreamPool
 from gateway.users import UsersFileError, Verifier, load_or_create_secret, load_users, typical_salt_bytes
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
@@ -68,6 +69,7 @@ class Statistics:
     statements: int = 0  # statements finished (one per simple-query string or Execute)
     refused_statements: int = 0
     detection: DetectionStatistics | None = None
+    upstream_pool: PoolStatistics | None = None
 
 
 class _UsersCache:
@@ -155,6 +157,7 @@ class Server:
         )
         self.audit = self._audit_trail()
         self.analysis_pool = AnalysisPool()  # long statements are analyzed there, off the loop
+        self.upstream_pool = UpstreamPool(config.upstream, config.upstream_pool)  # links between clients
         self.catalog_ready = False
         self._catalog_wanted = asyncio.Event()
         self._catalog_task: asyncio.Task[None] | None = None
@@ -425,6 +428,8 @@ class Server:
             return
         if upstream_key is None:
             return
+        if session.link is not None:
+            session.link.cancel_sent = True  # it may land after the statement: never reuse this link
         try:
             await upstream.send_cancel(self.config.upstream, upstream_key)
             log.info("cancel_forwarded", user=session.user, peer=session.peer)
@@ -440,6 +445,7 @@ class Server:
             statements=self.statements_observed,
             refused_statements=self.statements_refused,
             detection=self.detection.statistics(),
+            upstream_pool=self.upstream_pool.statistics(),
         )
 
     # ------------------------------------------------------------------ observation
@@ -592,6 +598,7 @@ class Server:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.upstream_pool.close()
         if self._cancels:
             await asyncio.wait(set(self._cancels), timeout=2)
         for task in set(self._cancels):

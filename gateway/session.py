@@ -8,9 +8,11 @@ Theory of operation
    strictly (duplicate keys, replication, a missing user).
 2. Authentication: SCRAM-SHA-256 against the users file, nothing else is offered. Unknown users run
    the same exchange against a mock verifier and fail the same way (28P01, no hint).
-3. Upstream: a link opened with the service account and the client's own session parameters. Its
-   ParameterStatus messages go to the client; its BackendKeyData never does (the client gets
-   Sekisho's key, so cancels come through Sekisho).
+3. Upstream: a link with the service account and the client's own session parameters, opened for
+   this client or reused from an earlier one (``gateway.upstream_pool``). Its ParameterStatus
+   messages go to the client; its BackendKeyData never does (the client gets Sekisho's key, so
+   cancels come through Sekisho). A client that leaves between statements hands the link back to
+   be reset and reused (``_reusable``); otherwise it is closed.
 4. Relay: each arriving chunk is framed; client frames are checked (type and structure) and
    forwarded as the bytes that arrived; upstream frames are forwarded as they came, and
    ReadyForQuery updates the transaction status. A protocol violation from the client ends this
@@ -39,6 +41,7 @@ from gateway.endpoint import ConnectionClosed, Endpoint
 from gateway.gate import SessionGate, fingerprint
 from gateway.quota_gate import QuotaGate
 from gateway.relay import Outcome, Relay
+from gateway.upstream_pool import leaves_session_state
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
 from gateway.wire.framing import Frame
@@ -144,6 +147,8 @@ class Session:
         self._bytes_flushed = 0.0
         self._upstream_said_fatal = False
         self._ending = False
+        self._state_kept = False  # a statement may have left state DISCARD ALL does not reset
+        self._released = False  # the upstream link went back to the pool
         self._who: records.Who | None = None  # set once admitted: the session's part of audit records
         self._started = time.time()
         self._statements = 0
@@ -177,7 +182,7 @@ class Session:
             self._connection_event(accepted=True)
             self._audit_connection(accepted=True)
             try:
-                self.link = await upstream.connect(self.server.config.upstream, params)
+                self.link = await self.server.upstream_pool.acquire(params)
             except upstream.UpstreamError as exc:
                 log.warning(
                     "upstream_connect_failed", peer=self.peer, user=self.user,
@@ -456,7 +461,8 @@ class Session:
         if up.closed:
             self._upstream_lost(None)
         await client.lost
-        await up.lost
+        if not self._released:
+            await up.lost
         if self._quota_task is not None:
             await asyncio.gather(self._quota_task, return_exceptions=True)
         if self.quota is not None:
@@ -483,6 +489,8 @@ class Session:
                     raise ProtocolViolation(f"invalid frontend message type {kind!r}")
                 if check:
                     m.FRONTEND[kind](frame.body)
+                    if kind == b"F":
+                        self._state_kept = True  # a fastpath call runs a function unanalyzed
                 if kind in b"QP" and len(frame.body) > _OFF_LOOP_BYTES and self._analyze_off_loop(frame):
                     break
                 relay.client_frame(frame)
@@ -549,11 +557,14 @@ class Session:
                     self._upstream_said_fatal = True
                 elif kind == b"C" and _is_ddl_tag(frame.body):
                     self.server.request_catalog_refresh()
-                elif kind == b"S" and relay.restricted and not _lexer_setting_safe(frame.body):
-                    # The server now reads statement text differently from the analyzer: fail closed.
-                    self._flush()
-                    self._fatal("42501", _LEXER_CHANGED)
-                    return
+                elif kind == b"S":
+                    # Followed so that a link is reused only once its settings are back at startup.
+                    self.link.parameter_status(frame.body)
+                    if relay.restricted and not _lexer_setting_safe(frame.body):
+                        # The server now reads statement text differently from the analyzer: fail closed.
+                        self._flush()
+                        self._fatal("42501", _LEXER_CHANGED)
+                        return
                 elif kind in (b"R", b"K"):
                     raise ProtocolViolation(f"unexpected message {kind!r} from the database mid-session")
                 relay.upstream_frame(frame)
@@ -714,6 +725,8 @@ class Session:
             self._elevated[sql] = verdict.elevation
         elif self._elevated and isinstance(decision, Allow):
             self._elevated.pop(sql, None)
+        if not self._state_kept and leaves_session_state(verdict.analysis):
+            self._state_kept = True
         if isinstance(decision, Deny):
             log.info("statement_refused", user=self.user, rule=decision.rule,
                      sqlstate=decision.sqlstate, statement=sql[:500])  # fmt: skip
@@ -769,16 +782,52 @@ class Session:
         self._close_upstream()
 
     def _close_upstream(self) -> None:
-        """The client is done: end the upstream link, cancelling a statement still running there
-        (PostgreSQL would read our Terminate only after it finished)."""
+        """The client is done: hand an idle link back for reuse; otherwise end it, cancelling a
+        statement still running there (PostgreSQL would read our Terminate only after it finished)."""
         self._ending = True  # the upstream closing now is our doing, not a fault to report
         link = self.link
         if link is None or link.endpoint.closed:
+            return
+        if self._reusable(link):
+            self._release(link)
             return
         if self.relay is not None and self.relay.pending and link.backend_key is not None:
             self.server.cancel_upstream(link.backend_key)
         link.endpoint.write(m.Terminate().encode())
         link.endpoint.close()
+
+    def _reusable(self, link: upstream.UpstreamLink) -> bool:
+        """The client left the link idle between statements, in a state a reset fully undoes."""
+        relay = self.relay
+        return (
+            relay is not None
+            and self.status == "I"
+            and not relay.pending
+            and not relay.open_batch
+            and not relay.held
+            and not relay.barrier
+            and not relay.discard_until_sync
+            and not relay.to_upstream
+            and self._analyzing is None
+            and not self._upstream_said_fatal
+            and not self._state_kept
+            and not link.cancel_sent
+        )
+
+    def _release(self, link: upstream.UpstreamLink) -> None:
+        """Give the link to the pool to reset and park; this session no longer touches it."""
+        self.server.forget(self)  # from now on no cancel can reach the backend through this session
+        endpoint = link.endpoint
+        endpoint.on_data = None
+        endpoint.on_lost = None
+        endpoint.peer = None
+        self.client.peer = None
+        transport = endpoint.transport
+        if transport is not None and not transport.is_reading():
+            transport.resume_reading()  # the departed client's backpressure must not outlive it
+        self.link = None
+        self._released = True
+        self.server.upstream_pool.release(link, self.startup_params)
 
     def _upstream_lost(self, exc: Exception | None) -> None:
         if self.client.closed:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.auth import AuthFailed, ScramClientExchange, md5_password
 from gateway.config import UpstreamConfig
@@ -35,12 +35,35 @@ class UpstreamError(Exception):
 
 @dataclass(slots=True)
 class UpstreamLink:
-    """An authenticated upstream connection, ready for queries."""
+    """An authenticated upstream connection, ready for queries.
+
+    ``parameters`` are the ParameterStatus values the upstream reported at startup (what every
+    client of this link is welcomed with); ``reported`` follows every ParameterStatus since, so
+    that a link whose session settings did not come back to them is never reused
+    (``gateway.upstream_pool``). ``cancel_sent`` marks a link whose backend was sent a cancel on a
+    client's behalf: the cancel may land later, on someone else's statement, so it is not reused.
+    """
 
     endpoint: Endpoint
     parameters: list[tuple[str, str]]
     backend_key: m.BackendKeyData | None
     notices: list[bytes]
+    reported: dict[str, str] = field(default_factory=dict)
+    cancel_sent: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.reported:
+            self.reported = dict(self.parameters)
+
+    def parameter_status(self, body: bytes) -> None:
+        """Note a ParameterStatus the upstream sent mid-session."""
+        status = m.ParameterStatus.decode(body)
+        self.reported[status.name] = status.value
+
+    @property
+    def as_started(self) -> bool:
+        """Every reported parameter has its startup value again (as after a successful reset)."""
+        return self.reported == dict(self.parameters)
 
 
 def _ssl_context(cfg: UpstreamConfig) -> ssl.SSLContext:
