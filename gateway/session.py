@@ -657,6 +657,8 @@ class Session:
         before its result completes) if the trail cannot take it."""
         assert self._who is not None
         self._statements += 1
+        if not self.server.audit.active:
+            return
         decision = outcome.decision
         grant = self._elevated.get(outcome.sql) if self._elevated and isinstance(decision, Allow) else None
         if grant is not None and grant not in self._grants_used:
@@ -755,7 +757,7 @@ class Session:
             return Deny("elevation_ended", POLICY_REFUSED, message, hint=hint)
         audit = self.server.audit
         why = audit.refusal(bool(decision.protected))
-        if why is None and decision.protected and self._who is not None:
+        if why is None and decision.protected and self._who is not None and audit.active:
             first = analysis.statements[0] if analysis is not None and analysis.statements else None
             record = records.statement(
                 self._who, kind="statement_begin", started=time.time(), sql=sql, fingerprint=shape_of(sql),

@@ -44,6 +44,7 @@ from gateway.config import AuditConfig, UpstreamConfig, parse_dsn
 log = structlog.get_logger("sekisho.audit")
 
 _MAX_BACKOFF = 10.0  # seconds between delivery attempts while the audit database is down
+_GATHER = 0.05  # seconds the deliverer lets records gather once it has caught up
 
 
 def _json_line(event: Any, **_: Any) -> str:
@@ -156,6 +157,12 @@ class AuditTrail:
             )
         return None
 
+    @property
+    def active(self) -> bool:
+        """Whether records go anywhere (``log: none`` without a database: the trail is switched off,
+        and callers may skip building records)."""
+        return self._spool is not None or self._logger is not None
+
     def record(self, record: Mapping[str, Any]) -> int:
         """Accept one record; returns its sequence number. AuditUnavailable if it cannot be kept."""
         if self._failed is not None:
@@ -240,6 +247,10 @@ class AuditTrail:
             self._database_up = True
             backoff = 0.2
             spool.ack(batch[-1], position)
+            if len(batch) < self._config.batch:
+                # Caught up: let records gather (they are safe in the spool) rather than send a
+                # batch per statement, which would cost a round trip and a commit per statement.
+                await asyncio.sleep(_GATHER)
 
     async def _sync(self) -> None:
         """fsync the spool every ``sync_interval`` seconds, off the event loop."""
