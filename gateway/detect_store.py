@@ -27,12 +27,10 @@ process and writes back when the store is back.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import secrets
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +42,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from gateway.gate import combined
-from gateway.quota_store import DEFAULT_FILE, StoreUnavailable
+from gateway.quota_store import DEFAULT_FILE
+from gateway.sqlite_file import SQLiteFile, StoreUnavailable
 from policy.detect.alarm import Alarm, Plain
 from policy.detect.tightening import HELD_ALARMS, Clearance, Holds, Tightening
 
@@ -168,32 +167,13 @@ class SQLiteDetectStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._file = SQLiteFile(path, _SCHEMA, "detection store")
 
     def describe(self) -> str:
-        return f"sqlite:///{self.path}"
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                db.execute(statement)
-            self._db = db
-        return self._db
+        return self._file.describe()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            with self._lock:
-                try:
-                    return work(self._connect())
-                except sqlite3.Error as exc:
-                    raise StoreUnavailable(f"detection store {self.path}: {exc}") from exc
-
-        return await asyncio.to_thread(call)
+        return await self._file.run(work)
 
     @staticmethod
     def _atomically(db: sqlite3.Connection, work: Callable[[], T]) -> T:
@@ -348,10 +328,7 @@ class SQLiteDetectStore:
         return await self._run(work)
 
     async def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
 
 def _sqlite_cleared_at(db: sqlite3.Connection, user: str) -> float | None:

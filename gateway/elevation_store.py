@@ -19,7 +19,6 @@ import contextlib
 import json
 import secrets
 import sqlite3
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +33,8 @@ from gateway.audit import records
 from gateway.audit.records import Record
 from gateway.audit.trail import AuditUnavailable
 from gateway.gate import PolicyService
-from gateway.quota_store import DEFAULT_FILE, StoreUnavailable
+from gateway.quota_store import DEFAULT_FILE
+from gateway.sqlite_file import SQLiteFile, StoreUnavailable
 from policy.elevation import (
     OPEN_STATES,
     ElevationRefused,
@@ -116,32 +116,13 @@ class SQLiteElevationStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._file = SQLiteFile(path, _SCHEMA, "elevation store")
 
     def describe(self) -> str:
-        return f"sqlite:///{self.path}"
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                db.execute(statement)
-            self._db = db
-        return self._db
+        return self._file.describe()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            with self._lock:
-                try:
-                    return work(self._connect())
-                except sqlite3.Error as exc:
-                    raise StoreUnavailable(f"elevation store {self.path}: {exc}") from exc
-
-        return await asyncio.to_thread(call)
+        return await self._file.run(work)
 
     @staticmethod
     def _write(db: sqlite3.Connection, request: Request) -> None:
@@ -207,10 +188,7 @@ class SQLiteElevationStore:
         return await self._run(work)
 
     async def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
 
 # ---------------------------------------------------------------------- Redis

@@ -10,9 +10,7 @@ Sekisho process and host shares one budget per person. Either store failing rais
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,16 +20,12 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.sqlite_file import SQLiteFile, StoreUnavailable
 from policy.quota import Limit, Usage, frees_at, used
 
 DEFAULT_FILE = ".sekisho-quotas.sqlite"
 T = TypeVar("T")
-
-
-class StoreUnavailable(Exception):
-    """The quota store cannot be reached or failed; the message says which and why."""
-
-    code = "quota_store_unavailable"
+__all__ = ["StoreUnavailable"]  # the stores' one error, imported from here by the gateway
 
 
 class QuotaStore(Protocol):
@@ -64,40 +58,24 @@ def open_store(url: str | None, default_dir: Path) -> QuotaStore:
 
 # ---------------------------------------------------------------------- SQLite
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS quota_counts (person TEXT NOT NULL, limit_key TEXT NOT NULL, "
+    "bucket INTEGER NOT NULL, amount INTEGER NOT NULL, PRIMARY KEY (person, limit_key, bucket))",
+)
+
 
 class SQLiteStore:
     """Counters in a SQLite file: survives restarts; shared by the processes of one host."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._file = SQLiteFile(path, _SCHEMA, "quota store")
 
     def describe(self) -> str:
-        return f"sqlite:///{self.path}"
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS quota_counts (person TEXT NOT NULL, limit_key TEXT NOT NULL, "
-                "bucket INTEGER NOT NULL, amount INTEGER NOT NULL, PRIMARY KEY (person, limit_key, bucket))"
-            )
-            self._db = db
-        return self._db
+        return self._file.describe()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            with self._lock:
-                try:
-                    return work(self._connect())
-                except sqlite3.Error as exc:
-                    raise StoreUnavailable(f"quota store {self.path}: {exc}") from exc
-
-        return await asyncio.to_thread(call)
+        return await self._file.run(work)
 
     @staticmethod
     def _counts(db: sqlite3.Connection, user: str, limit: Limit, now: float) -> dict[int, int]:
@@ -177,10 +155,7 @@ class SQLiteStore:
         return await self._run(work)
 
     async def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
 
 # ---------------------------------------------------------------------- Redis
