@@ -108,13 +108,9 @@ def session_end(*, person: str, session: str, address: str, started: float, stat
         "person": person,
         "session": session,
         "address": address,
-        "seconds": round(timestamp_now() - started, 3),
+        "seconds": round(time.time() - started, 3),
         "statements": statements,
     }
-
-
-def timestamp_now() -> float:
-    return datetime.now(UTC).timestamp()
 
 
 def policy_change(
