@@ -36,11 +36,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
+from gateway import redis_client
 from gateway.gate import combined
 from gateway.quota_store import DEFAULT_FILE
 from gateway.sqlite_file import SQLiteFile, StoreUnavailable
@@ -415,18 +414,14 @@ class RedisDetectStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, retry_on_timeout=False, decode_responses=True
-        )
+        self._redis = redis_client.connect(url)
         self._put = self._redis.register_script(_PUT)
         self._append = self._redis.register_script(_APPEND)
         self._hold = self._redis.register_script(_HOLD)
         self._clear = self._redis.register_script(_CLEAR)
 
     def describe(self) -> str:
-        parts = urlsplit(self.url)  # never the password
-        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}{parts.path}"
-        return f"{parts.scheme}://{where}"
+        return redis_client.describe(self.url)
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"detection store {self.describe()}: {exc}")

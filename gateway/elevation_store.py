@@ -23,12 +23,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError, WatchError
 
+from gateway import redis_client
 from gateway.audit import records
 from gateway.audit.records import Record
 from gateway.audit.trail import AuditUnavailable
@@ -203,14 +202,10 @@ class RedisElevationStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, retry_on_timeout=False, decode_responses=True
-        )
+        self._redis = redis_client.connect(url)
 
     def describe(self) -> str:
-        parts = urlsplit(self.url)  # never the password
-        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}{parts.path}"
-        return f"{parts.scheme}://{where}"
+        return redis_client.describe(self.url)
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"elevation store {self.describe()}: {exc}")

@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway import redis_client
 from gateway.sqlite_file import SQLiteFile, StoreUnavailable
 from policy.quota import Limit, Usage, frees_at, used
 
@@ -211,16 +210,12 @@ class RedisStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, retry_on_timeout=False, decode_responses=True
-        )
+        self._redis = redis_client.connect(url)
         self._reserve = self._redis.register_script(_RESERVE)
         self._add = self._redis.register_script(_ADD)
 
     def describe(self) -> str:
-        parts = urlsplit(self.url)  # never the password
-        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}{parts.path}"
-        return f"{parts.scheme}://{where}"
+        return redis_client.describe(self.url)
 
     @staticmethod
     def _key(user: str, limit: Limit) -> str:

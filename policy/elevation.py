@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from policy.model import PII_USES, Policy, User
+from policy.model import PII_USES, Policy, User, show_duration
 from policy.permissions import Permissions, permissions_for
 
 STATES = ("requested", "approved", "denied", "expired", "revoked")
@@ -183,8 +183,8 @@ def request(  # noqa: PLR0917  # the request's own fields, in the order the cons
     if duration > defined.max_duration:
         raise ElevationRefused(
             "too_long", INVALID_VALUE,
-            f"{_show(duration)} is longer than the {_show(defined.max_duration)} that elevation "
-            f"{elevation!r} allows",
+            f"{show_duration(duration)} is longer than the {show_duration(defined.max_duration)} that "
+            f"elevation {elevation!r} allows",
         )  # fmt: skip
     _check_reason(reason, "a request")
     return Request(id, person, elevation, duration, reason.strip(), now, expires_at=now + REQUEST_TTL)
@@ -256,16 +256,6 @@ def _check_reason(reason: str, what: str) -> None:
         raise ElevationRefused(
             "no_reason", INVALID_VALUE, f"{what} needs a reason of at most {MAX_REASON} characters"
         )
-
-
-def _show(amount: timedelta) -> str:
-    seconds = int(amount.total_seconds())
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or "0s"
 
 
 # ---------------------------------------------------------------------- grants
