@@ -16,11 +16,14 @@ for each person:
    queues them for the shared alarm list.
 
 Alarms are thus raised by whichever process finished a person's event, from the whole picture,
-within milliseconds of the statement. If the store fails, the process keeps detecting on its own
-copy (events applied, alarms raised at once), remembers those events as pending, and tries the
-store again every second; when it answers, a person nobody else has written meanwhile is written
-as is, and otherwise the stored state is loaded and the pending events replayed on it (alarms the
-replay finds again are not raised twice). Detection never refuses service by itself.
+within milliseconds of the statement. Under sustained load rounds are rate-limited (at most
+``_ROUNDS`` per ``_ROUNDS_WINDOW``; events gather meanwhile), so a busy person's state is read and
+written at most 200 times a second, not once per statement. If the store fails, the process keeps
+detecting on its own copy (events applied, alarms raised at once), remembers those events as
+pending, and tries the store again every second; when it answers, a person nobody else has written
+meanwhile is written as is, and otherwise the stored state is loaded and the pending events replayed
+on it (alarms the replay finds again are not raised twice).
+Detection never refuses service by itself.
 
 A second task, also owned here, shares the consequences every ``_SHARED_PERIOD``: it writes the
 holds until cleared this process noted, reads everyone's holds and clearances (``on_holds``: the
@@ -68,6 +71,7 @@ _ATTEMPTS = 5  # compare-and-set attempts per round before the events stay pendi
 _PARALLEL = 16  # people synchronized at once
 _RETRY = 1.0  # seconds between attempts to reach a store that failed
 _SHARED_PERIOD = 0.5  # seconds between reads of the shared tightenings and alarms
+_ROUNDS, _ROUNDS_WINDOW = 20, 0.1  # at most this many rounds of events per this many seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,7 @@ class SharedDetection:
         self._wake = asyncio.Event()
         self._share_wake = asyncio.Event()
         self._closing = False
+        self._round_starts: deque[float] = deque(maxlen=_ROUNDS)
         self._tasks: list[asyncio.Task[None]] = []
         self._alarms_out: deque[dict[str, Plain]] = deque(maxlen=_OUTBOX_LIMIT)
         self._tightenings_out: dict[str, tuple[Tightening, float]] = {}  # with when it was decided
@@ -232,7 +237,12 @@ class SharedDetection:
                 for user, events in batch.items():
                     self._apply_locally(self._person(user), events)
                 continue
+            self._round_starts.append(time.monotonic())
             await self._round(batch)
+            if len(self._round_starts) == _ROUNDS and not self._closing:
+                wait = self._round_starts[0] + _ROUNDS_WINDOW - time.monotonic()
+                if wait > 0:  # a burst of rounds: let the next events gather
+                    await asyncio.sleep(wait)
 
     async def _round(self, batch: dict[str, list[Observed]]) -> None:
         """Synchronize the people with new events and those with events still pending."""

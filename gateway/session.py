@@ -148,6 +148,7 @@ class Session:
         self._upstream_said_fatal = False
         self._ending = False
         self._state_kept = False  # a statement may have left state DISCARD ALL does not reset
+        self._stateless: Analysis | None = None  # the last analysis found to leave no such state
         self._released = False  # the upstream link went back to the pool
         self._who: records.Who | None = None  # set once admitted: the session's part of audit records
         self._started = time.time()
@@ -727,8 +728,12 @@ class Session:
             self._elevated[sql] = verdict.elevation
         elif self._elevated and isinstance(decision, Allow):
             self._elevated.pop(sql, None)
-        if not self._state_kept and leaves_session_state(verdict.analysis):
-            self._state_kept = True
+        analysis = verdict.analysis
+        if not self._state_kept and analysis is not self._stateless:
+            if leaves_session_state(analysis):
+                self._state_kept = True
+            else:
+                self._stateless = analysis  # repeated statements share their cached analysis
         if isinstance(decision, Deny):
             log.info("statement_refused", user=self.user, rule=decision.rule,
                      sqlstate=decision.sqlstate, statement=sql[:500])  # fmt: skip

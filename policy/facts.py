@@ -187,6 +187,12 @@ class Analysis:
         return any(s.copy is not None and s.copy.direction == "from" for s in self.statements)
 
     @cached_property
+    def tables(self) -> tuple[str, ...]:
+        """Every table the string reads or writes (views' base tables included), schema.table,
+        sorted: what audit records name."""
+        return tuple(sorted({".".join(use.relation) for facts in self.statements for use in facts.tables}))
+
+    @cached_property
     def names_used(self) -> bool:
         """Whether any statement creates, uses or drops a prepared statement or cursor name."""
         return any(s.prepared_name is not None for s in self.statements)

@@ -54,9 +54,7 @@ def statement_text(sql: str, fingerprint: str | None, redact: bool) -> dict[str,
 
 def touched_tables(analysis: Analysis | None) -> list[str]:
     """Every table the statement reads or writes (views' base tables included), schema.table."""
-    if analysis is None:
-        return []
-    return sorted({".".join(use.relation) for facts in analysis.statements for use in facts.tables})
+    return [] if analysis is None else list(analysis.tables)
 
 
 def masks_applied(decision: Decision) -> dict[str, str]:

@@ -136,8 +136,9 @@ class Spool:
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, sealed: Sealed) -> None:
-        """Put one sealed record on disk (in the kernel: a process crash keeps it). OSError if not."""
+    def append(self, sealed: Sealed) -> Position:
+        """Put one sealed record on disk (in the kernel: a process crash keeps it); where it ends,
+        for acknowledging it later. OSError if it cannot."""
         if self._current_size >= self._segment_bytes:
             self._rotate(sealed.seq)
         line = sealed.line()
@@ -149,6 +150,11 @@ class Spool:
         self._sizes[self._current] = self._current_size
         self.next_seq, self.last_hash = sealed.seq + 1, sealed.hash
         self._unsynced = True
+        return Position(self._current, self._current_size)
+
+    def at_end(self, position: Position) -> bool:
+        """Whether ``position`` is the end of everything written (a read there found it all)."""
+        return position.segment == self._current and position.offset >= self._current_size
 
     def _rotate(self, first_seq: int) -> None:
         os.fsync(self._fd)

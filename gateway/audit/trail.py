@@ -8,9 +8,12 @@ Guarantees, in the order a statement meets them:
   (CommandComplete/ReadyForQuery) to the client, and for statements that read protected tables it
   also records their start before the statement reaches the database, so rows of protected tables
   never stream to anyone without an accepted record naming who asked for them.
-- One task delivers the spool to the audit database in batches, in order, and acknowledges each
-  batch it stored. While the database is down the spool grows; when it returns, delivery resumes
-  where it stopped (the spool is the queue: nothing waits in memory).
+- One task delivers the records to the audit database in batches, in order, and acknowledges each
+  batch it stored. While delivery keeps up, it takes the records from a short queue in memory (with
+  the search columns still at hand: nothing is read back or parsed again); the spool is read only
+  when the queue overflowed (the database was down or slow) or after a restart, until delivery has
+  caught up with it. While the database is down the spool grows; when it returns, delivery resumes
+  where it stopped.
 - When the spool holds more undelivered bytes than ``spool_max_bytes``, ``refusal`` says so: per
   ``when_full``, statements that touch protected tables (``refuse_protected``) or all statements
   (``refuse_all``) are refused with SK004 until delivery catches up. If the disk refuses a write, the
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +41,8 @@ import orjson
 import structlog
 
 from gateway.audit import database
-from gateway.audit.record import GENESIS, seal
-from gateway.audit.spool import Spool
+from gateway.audit.record import GENESIS, Sealed, seal
+from gateway.audit.spool import Position, Spool
 from gateway.config import AuditConfig, UpstreamConfig, parse_dsn
 
 log = structlog.get_logger("sekisho.audit")
@@ -83,6 +87,11 @@ class AuditTrail:
         self._seq = 1
         self._prev = GENESIS
         self.chain = name
+        # Accepted records not yet delivered, in order, while delivery keeps up (see the module
+        # docstring); ``_from_spool`` while the deliverer reads the spool instead.
+        self._queue: deque[tuple[Sealed, Mapping[str, Any], Position]] = deque()
+        self._queue_limit = max(4 * config.batch, 1000)
+        self._from_spool = False
 
     # ------------------------------------------------------------------ life cycle
 
@@ -92,6 +101,7 @@ class AuditTrail:
             self._spool.open()
             self.chain = self._spool.chain
             self._seq, self._prev = self._spool.next_seq, self._spool.last_hash
+            self._from_spool = bool(self._spool.undelivered_bytes)
             if self._spool.undelivered_bytes:
                 log.info(
                     "audit_spool_recovered",
@@ -170,11 +180,17 @@ class AuditTrail:
         sealed = seal(self._seq, self._prev, record)
         if self._spool is not None:
             try:
-                self._spool.append(sealed)
+                position = self._spool.append(sealed)
             except OSError as exc:
                 self._failed = f"the audit spool cannot be written: {exc.strerror or exc}"
                 log.critical("audit_spool_write_failed", chain=self.chain, error=str(exc))
                 raise AuditUnavailable(self._failed) from exc
+            if not self._from_spool:
+                if len(self._queue) < self._queue_limit:
+                    self._queue.append((sealed, record, position))
+                else:  # delivery fell behind: it reads the spool until it has caught up
+                    self._from_spool = True
+                    self._queue.clear()
             self._wake.set()
         self._seq, self._prev = sealed.seq + 1, sealed.hash
         self._accepted += 1
@@ -212,13 +228,33 @@ class AuditTrail:
             await database.ensure_schema(self._conn)
         return self._conn
 
+    def _next_batch(self) -> tuple[list[database.Row], Sealed | None, Position | None]:
+        """The next records to deliver as table rows, the last of them and where it ends in the
+        spool: from the queue, or from the spool while the queue cannot be trusted to be whole."""
+        spool = self._spool
+        assert spool is not None
+        size = self._config.batch
+        if self._from_spool:
+            batch, position = spool.read(size)
+            if spool.at_end(position):
+                self._from_spool = False  # records accepted from now on are queued
+            if not batch:
+                return [], None, None
+            return [database.row(self.chain, s) for s in batch], batch[-1], position
+        queue = self._queue
+        taken = [queue.popleft() for _ in range(min(size, len(queue)))]
+        if not taken:
+            return [], None, None
+        last, _, position = taken[-1]
+        return [database.row(self.chain, s, r) for s, r, _ in taken], last, position
+
     async def _deliver(self) -> None:
         spool = self._spool
         assert spool is not None
         backoff = 0.2
         while True:
-            batch, position = spool.read(self._config.batch)
-            if not batch:
+            rows, last, position = self._next_batch()
+            if last is None or position is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
@@ -226,8 +262,11 @@ class AuditTrail:
             try:
                 async with asyncio.timeout(30):
                     conn = await self._connection()
-                    await database.insert(conn, self.chain, batch)
+                    await database.insert(conn, rows)
             except Exception as exc:
+                # The batch is still in the spool (not acknowledged): read it from there again.
+                self._from_spool = True
+                self._queue.clear()
                 if self._database_up or backoff == 0.2:
                     log.error(
                         "audit_database_unreachable",
@@ -246,8 +285,8 @@ class AuditTrail:
                 log.info("audit_database_up", chain=self.chain, undelivered_bytes=spool.undelivered_bytes)
             self._database_up = True
             backoff = 0.2
-            spool.ack(batch[-1], position)
-            if len(batch) < self._config.batch:
+            spool.ack(last, position)
+            if len(rows) < self._config.batch:
                 # Caught up: let records gather (they are safe in the spool) rather than send a
                 # batch per statement, which would cost a round trip and a commit per statement.
                 await asyncio.sleep(_GATHER)

@@ -7,6 +7,7 @@ with ``sekisho audit verify`` / ``search`` as an investigator would.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -22,11 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psycopg
 import pytest
 import yaml
 
-from gateway.config import parse_dsn
+from gateway.audit import database as audit_database
+from gateway.audit.record import GENESIS, seal
+from gateway.audit.trail import AuditTrail
+from gateway.config import AuditConfig, parse_dsn
 from gateway.pgcluster import Cluster, free_port
 from tests.conftest import GatewayFactory
 from tests.support import ROOT, WORK, Upstream, start_gateway
@@ -442,3 +447,71 @@ def test_search_by_person_table_time_and_decision(gateway_factory: GatewayFactor
         stats = json.loads(response.read())
     assert stats["database_up"] is True
     assert stats["failed"] is None
+
+
+def _trail_records(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"kind": "statement", "at": "2026-12-07T10:00:00.000000+00:00", "person": "maint",
+         "decision": "allowed", "tables": ["public.customers"], "sql": f"SELECT {start + i}"}
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def _stored(audit_dsn: str) -> list[tuple[int, str]]:
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT seq, body FROM sekisho_audit ORDER BY seq").fetchall()
+    return [(seq, body) for seq, body in rows]
+
+
+def test_a_batch_sent_again_after_a_crash_is_stored_once(audit_dsn: str) -> None:
+    """COPY fails on rows already stored (a crash between storing and acknowledging): the batch
+    goes in again row by row, the stored rows untouched and the new ones added."""
+
+    async def run() -> None:
+        sealed, prev = [], GENESIS
+        for seq, record in enumerate(_trail_records(3), start=1):
+            sealed.append(seal(seq, prev, record))
+            prev = sealed[-1].hash
+        conn = await asyncpg.connect(audit_dsn)
+        try:
+            await audit_database.ensure_schema(conn)
+            await audit_database.insert(conn, [audit_database.row("c1", s) for s in sealed[:2]])
+            await audit_database.insert(conn, [audit_database.row("c1", s) for s in sealed])
+            await audit_database.insert(conn, [audit_database.row("c1", s) for s in sealed])
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    stored = _stored(audit_dsn)
+    assert [seq for seq, _ in stored] == [1, 2, 3]
+    assert [json.loads(body)["sql"] for _, body in stored] == ["SELECT 0", "SELECT 1", "SELECT 2"]
+    assert _cli("verify", "--dsn", audit_dsn).returncode == 0
+
+
+def test_delivery_catches_up_from_the_spool_after_the_queue_overflows(audit_dsn: str, tmp_path: Path) -> None:
+    """More records than the in-memory queue holds, accepted before delivery starts (as while the
+    database is down): the deliverer reads them from the spool, then goes on from the queue, with
+    nothing lost, doubled or out of order."""
+    config = AuditConfig(database=audit_dsn, log="none", batch=100)
+
+    async def run() -> None:
+        trail = AuditTrail(config, tmp_path / "spool", "t")
+        trail.open()
+        for record in _trail_records(1500):  # the queue holds 1000 (max(4 x batch, 1000))
+            trail.record(record)
+        await trail.start()
+        deadline = time.monotonic() + 30
+        while trail.statistics().delivered_seq < 1500 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for record in _trail_records(250, start=1500):
+            trail.record(record)
+            await asyncio.sleep(0)
+        while trail.statistics().delivered_seq < 1750 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await trail.stop()
+
+    asyncio.run(run())
+    stored = _stored(audit_dsn)
+    assert [seq for seq, _ in stored] == list(range(1, 1751))
+    assert [json.loads(body)["sql"] for _, body in stored] == [f"SELECT {i}" for i in range(1750)]
+    assert _cli("verify", "--dsn", audit_dsn).returncode == 0
