@@ -253,16 +253,17 @@ class SessionGate:
 
     def _refresh(self) -> None:
         service = self.service
-        now = datetime.now(UTC)
-        if self.tightening is not None and self.tightening.lapsed(now):
+        # The clock matters only to a tightening or grants that may have ended (and to a merge).
+        now = datetime.now(UTC) if self.tightening is not None or self.grants else None
+        if self.tightening is not None and now is not None and self.tightening.lapsed(now):
             service.lapse(self.user, now)
         if (
             self._version != service.version
             or self._restrictions != service.restrictions_version
             or self._grants_version != service.grants_version
-            or (self.grants and any(g.until <= now for g in self.grants))  # ends at the next statement
+            or (now is not None and self.grants and any(g.until <= now for g in self.grants))
         ):
-            self._merge(now)
+            self._merge(now or datetime.now(UTC))
             self._decisions.clear()
             self._plain_decisions.clear()
             self._version = service.version

@@ -144,3 +144,39 @@ def test_ratio_chart_is_well_formed_svg_with_every_bar(tmp_path: Path) -> None:
     texts = [t.text for t in root.iter(f"{ns}text")]
     assert "a note & <escaped>" in texts
     assert "target -S: 0.8" in texts
+
+
+def test_churn_is_also_compared_with_scram_pgbouncer_but_judged_against_trust() -> None:
+    targets = [
+        harness.Target(harness.BOUNCER_SESSION, {}),
+        harness.Target(harness.BOUNCER_SCRAM, {}, only=("churn",)),
+        harness.Target(harness.SEKISHO_RESTRICTED_AUDITED, {}),
+    ]
+    runs = [
+        *(_run("churn", harness.BOUNCER_SESSION, r, 2000.0, 1.0) for r in range(3)),
+        *(_run("churn", harness.BOUNCER_SCRAM, r, tps, 1.0) for r, tps in enumerate((190.0, 200.0, 210.0))),
+        *(_run("churn", harness.SEKISHO_RESTRICTED_AUDITED, r, 180.0, 1.0) for r in range(3)),
+        *(_run("select", harness.BOUNCER_SESSION, r, 100.0, 1.0) for r in range(3)),
+        *(_run("select", harness.SEKISHO_RESTRICTED_AUDITED, r, 50.0, 1.0) for r in range(3)),
+    ]
+    rows = harness.summarize(runs, targets, [("churn", "simple"), ("select", "simple")])
+    by = {(r.workload, r.target): r for r in rows}
+    assert ("select", harness.BOUNCER_SCRAM) not in by  # measured in churn only
+    assert by["select", harness.SEKISHO_RESTRICTED_AUDITED].vs_pgbouncer_scram is None
+    churn = by["churn", harness.SEKISHO_RESTRICTED_AUDITED]
+    assert churn.vs_pgbouncer_session == pytest.approx(0.09)
+    assert (churn.goal, churn.verdict) == (
+        ">= 1.0x PgBouncer session",
+        "FAIL",
+    )  # the target, unchanged
+    assert churn.vs_pgbouncer_scram == pytest.approx(0.9)
+    assert by["churn", harness.BOUNCER_SCRAM].verdict == ""
+    lines = harness.targets_table(harness.Results(rows=rows)).splitlines()[2:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert cells[0] == ["churn -M simple: Sekisho, restricted person, audit on", ">= 1.0x PgBouncer session",
+                        "0.09x", "FAIL"]  # fmt: skip
+    assert cells[1][0].startswith("churn: Sekisho vs PgBouncer with SCRAM clients, same client work")
+    assert cells[1][2:] == ["0.90x", "info"]
+    assert cells[2][0].startswith("select -M simple")
+    assert len(cells) == 3  # no SCRAM row for select
+    assert "vs PgBouncer SCRAM (info)" in harness.throughput_table(rows)
