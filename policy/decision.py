@@ -66,6 +66,8 @@ class Allow:
     def statement(self, index: int) -> Allow:
         """This string's allowance as it applies to its ``index``-th statement's rows."""
         mask = self.masks[index] if index < len(self.masks) else None
+        if mask is None and self.mask is None and not self.masks:
+            return self  # nothing masked: the same allowance (on every Parse's path)
         return replace(self, mask=mask, masks=())
 
 
