@@ -10,12 +10,13 @@ rows, as initdb pins its objects, so their ``reads`` are empty; they read only s
 never a user's table.
 
 Row keys and row counts are for the coverage alarm (the share of a protected table one person has
-seen). A table's key is its primary key, else its narrowest unique index over NOT NULL columns
-(not partial, no expressions). Its row count is PostgreSQL's estimate, ``pg_class.reltuples``,
-which VACUUM and ANALYZE (and autovacuum) keep current; a table never vacuumed nor analyzed has -1
-there, and for protected ones Sekisho counts the rows itself when the table is small
-(``_COUNT_BYTES``). A larger such table has no row count, so coverage is not measured for it until
-it is analyzed (``load_catalog`` reports which).
+seen); row keys and inheritance children also bound the rows of a key lookup
+(policy/analysis/bounds.py). A table's key is its primary key, else its narrowest unique index
+over NOT NULL columns (not partial, no expressions). Its row count is PostgreSQL's estimate,
+``pg_class.reltuples``, which VACUUM and ANALYZE (and autovacuum) keep current; a table never
+vacuumed nor analyzed has -1 there, and for protected ones Sekisho counts the rows itself when the
+table is small (``_COUNT_BYTES``). A larger such table has no row count, so coverage is not
+measured for it until it is analyzed (``load_catalog`` reports which).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
 
 _RELATIONS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind::text AS relkind, c.reltuples::float8 AS reltuples,
+       c.relhassubclass,
        coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL),
                 '{}') AS columns
 FROM pg_catalog.pg_class c
@@ -41,7 +43,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_attribute a
        ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-GROUP BY c.oid, n.nspname, c.relname, c.relkind, c.reltuples
+GROUP BY c.oid, n.nspname, c.relname, c.relkind, c.reltuples, c.relhassubclass
 """
 
 # Each user table's row key: the primary key, else the unique index over the fewest NOT NULL
@@ -119,11 +121,14 @@ async def load_catalog(conn: asyncpg.Connection, protected: Iterable[QualifiedNa
     kinds: dict[int, str] = {}
     columns: dict[int, tuple[str, ...]] = {}
     rows: dict[int, int] = {}
+    children: set[int] = set()
     for row in relation_rows:
         oid = int(row["oid"])
         names[oid] = (str(row["nspname"]), str(row["relname"]))
         kinds[oid] = str(row["relkind"])
         columns[oid] = tuple(str(c) for c in row["columns"])
+        if row["relhassubclass"]:
+            children.add(oid)
         if kinds[oid] in (TABLE, PARTITIONED) and row["reltuples"] >= 0:
             rows[oid] = round(row["reltuples"])
     keys = {
@@ -153,6 +158,7 @@ async def load_catalog(conn: asyncpg.Connection, protected: Iterable[QualifiedNa
             key=keys.get(oid, ((), ()))[0],
             key_types=keys.get(oid, ((), ()))[1],
             rows=rows.get(oid),
+            children=oid in children,
         )
         for oid in names
     ]

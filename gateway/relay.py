@@ -18,7 +18,9 @@ Row caps are counted per row source: a simple-query string (across all its state
 (across Executes, after PortalSuspended) and a cursor (across FETCHes). Execute's row limit is set
 to what remains of the cap plus one, so PostgreSQL stops producing rows as soon as the cap is
 passed. A capped simple query is driven as extended messages for the same reason (the client's own
-text, statement by statement, with Execute limits), except strings that copy data in. At the cap the
+text, statement by statement, with Execute limits), except strings that copy data in, and strings
+that provably return no more rows than the cap still allows (``StatementFacts.max_rows``: a key
+lookup, an aggregate), which are forwarded as they came and counted as they pass. At the cap the
 client gets the first N rows, a NOTICE naming the rule, and a CommandComplete; or, when the policy
 says ``on_row_cap: error``, an error with SQLSTATE SK001 and an aborted statement.
 
@@ -566,7 +568,7 @@ class Relay:
         self._record_names(analysis, decision)
         rows = self._rows_for(analysis, decision, claim)
         shape, redact = self._shaping(analysis, decision), decision.redact
-        if not rows.capped or not analysis.returns_rows or analysis.copies_in:
+        if not rows.capped or not analysis.returns_rows or analysis.copies_in or _within(analysis, rows):
             cycle = _Cycle(rows=rows if rows.capped else None, shape=shape, redact=redact, outcome=outcome)
             self.pending.append(cycle)
             self.to_upstream.append(frame.raw)
@@ -1138,6 +1140,20 @@ class Relay:
         if self.barrier:
             self.barrier = False
             self.release_held()
+
+
+def _within(analysis: Analysis, rows: Rows) -> bool:
+    """Whether a capped string provably returns no more rows than its budgets still allow, so it
+    can run as it came instead of being driven. Its rows are still counted and cut as they pass
+    (a bound from a stale catalog could be wrong; then PostgreSQL produces rows in vain). Not with
+    ``on_row_cap: error``, whose cut must fail the statement upstream, which only driving does."""
+    bound = analysis.max_rows
+    if bound is None:
+        return False
+    remaining = rows.remaining()
+    if remaining is None or bound > remaining:
+        return False
+    return all(b.on_cap != "error" for b in rows.budgets if b.cap is not None)
 
 
 def _own_statements(sql: str, count: int) -> list[str] | None:

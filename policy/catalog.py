@@ -29,6 +29,9 @@ class Relation:
     key: tuple[str, ...] = ()
     key_types: tuple[int, ...] = ()
     rows: int | None = None  # estimated rows (tables only); None when PostgreSQL does not know
+    # Has inheritance children (pg_class.relhassubclass): a scan without ONLY returns their rows
+    # too, where the parent's keys do not hold.
+    children: bool = False
 
     @property
     def qualified(self) -> QualifiedName:

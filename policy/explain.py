@@ -84,6 +84,8 @@ def _statement(index: int, stmt: StatementFacts, policy: Policy) -> list[str]:
     ]
     if flags:
         lines.append(f"  effects:    {', '.join(flags)}")
+    if stmt.max_rows is not None:
+        lines.append(f"  rows:       at most {stmt.max_rows} (proven: sent as written under a larger cap)")
     if stmt.settings:
         lines.append(
             "  settings:   "

@@ -165,6 +165,9 @@ class StatementFacts:
     do_block: bool = False
     settings: tuple[tuple[str, str | None], ...] = ()  # SET name = value (None: RESET / DEFAULT)
     prepared_name: str | None = None  # PREPARE name / EXECUTE name / DECLARE name / FETCH name
+    # A proven upper bound on the rows a SELECT returns, whatever its literals (analyses are shared
+    # by normalized text); None when unknown. See policy/analysis/bounds.py.
+    max_rows: int | None = None
     unanalyzable: str | None = None  # why the analysis could not establish the effect (fail closed)
     notes: tuple[str, ...] = field(default=())  # human-readable remarks for `sekisho explain`
 
@@ -181,6 +184,15 @@ class Analysis:
     @cached_property
     def returns_rows(self) -> bool:
         return any(s.returns_rows for s in self.statements)
+
+    @cached_property
+    def max_rows(self) -> int | None:
+        """A proven upper bound on the rows the whole string returns (the sum of its statements'
+        bounds); None when a statement that returns rows has none."""
+        bounds = [s.max_rows for s in self.statements if s.returns_rows]
+        if not bounds or any(b is None for b in bounds):
+            return None
+        return sum(b for b in bounds if b is not None)
 
     @cached_property
     def copies_in(self) -> bool:

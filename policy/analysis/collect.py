@@ -50,6 +50,7 @@ class Facts:
     role_switch: bool = False
     do_block: bool = False
     prepared_name: str | None = None
+    max_rows: int | None = None
     unanalyzable: str | None = None
 
     def table(self, relation: QualifiedName, access: Access, via_view: QualifiedName | None = None) -> None:
@@ -138,6 +139,7 @@ class Facts:
             do_block=self.do_block,
             settings=tuple(self.settings),
             prepared_name=self.prepared_name,
+            max_rows=self.max_rows,
             unanalyzable=self.unanalyzable,
             notes=tuple(self.notes),
         )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from pglast.parser import ParseError, parse_sql_json
 
-from policy.analysis import bodies, ddl, settings
+from policy.analysis import bodies, bounds, ddl, settings
 from policy.analysis.builtins import words
 from policy.analysis.collect import Facts
 from policy.analysis.expressions import Session
@@ -208,6 +208,7 @@ class StatementWalker(QueryWalker):
         columns = self.select(f, None, None, Clause.OUTPUT)
         if into is None:
             self.result(columns)
+            self.facts.max_rows = bounds.max_rows(f, self.session)
             return
         self.facts.command = "select_into"
         self.facts.creates_object = True

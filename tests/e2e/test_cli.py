@@ -126,6 +126,14 @@ def test_explain_shows_facts_and_the_deciding_rule(upstream: Upstream, tmp_path:
     assert "name <- public.customers.name (direct)" in out
     assert "p <- public.customers.phone (derived)" in out
     assert "ALLOW, at most 100 rows (max_rows of role maintenance)" in out
+    assert "rows:       at most" not in out  # no key lookup: no proven bound
+
+    point = _sekisho(
+        "explain", "--policy", str(policy), "--upstream", upstream.dsn, "--user", "contractor",
+        "SELECT name FROM customers WHERE id = 7",
+    )  # fmt: skip
+    assert point.returncode == 0, point.stderr
+    assert "rows:       at most 1 (proven: sent as written under a larger cap)" in point.stdout
 
     refused = _sekisho(
         "explain", "--policy", str(policy), "--upstream", upstream.dsn, "--user", "contractor",

@@ -4,9 +4,11 @@ in, and the exact messages each side receives checked (h11-style: no sockets).""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import pytest
 
+from gateway.quota_gate import Claim, QuotaGate
 from gateway.relay import SENTINEL, Relay
 from gateway.result_masks import maskers_for
 from gateway.wire import messages as m
@@ -664,3 +666,102 @@ def test_every_finished_string_and_execute_leaves_an_outcome() -> None:
            m.CommandComplete("SELECT 1").encode(), m.ReadyForQuery("I").encode())  # fmt: skip
     (execute,) = relay.finished
     assert (execute.sql, execute.rows) == (ok, 1)
+
+
+# ---------------------------------------------------------------- strings with a proven row bound
+
+POINT = "SELECT id FROM customers WHERE id = 1"
+
+
+def bounded(sql: str, max_rows: int | None = 1) -> Analysis:
+    return Analysis((StatementFacts(sql, "SelectStmt", "select", returns_rows=True, max_rows=max_rows),))
+
+
+class CountingQuota:
+    """A QuotaGate's claim and settle, recorded: what a row source reserves and gives back."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.claims: list[tuple[frozenset[tuple[str, str]], int | None]] = []
+        self.settled: list[int] = []
+
+    def claim(self, tables: frozenset[tuple[str, str]], cap: int | None) -> Claim:
+        self.claims.append((tables, cap))
+        return Claim((), self.rows, "quota: 3 rows of protected tables per 1h")
+
+    def settle(self, claim: Claim, sent: int) -> None:
+        self.settled.append(sent)
+
+
+def test_a_capped_query_proven_under_the_cap_is_forwarded_as_it_came() -> None:
+    relay = Relay(Script({POINT: (bounded(POINT), Allow(100, "max_rows"))}), restricted=True)
+    query = m.Query(POINT).encode()
+    send(relay, query)
+    assert relay.to_upstream == [query]  # no Parse/Bind/Describe/Execute(limit)/Sync
+    reply = [ROWDESC, row("1"), m.CommandComplete("SELECT 1").encode(), m.ReadyForQuery("I").encode()]
+    answer(relay, *reply)
+    assert relay.to_client == reply
+    (outcome,) = relay.finished
+    assert (outcome.rows, outcome.cut) == (1, False)
+    assert not relay.pending
+
+
+@pytest.mark.parametrize(
+    ("analysis", "allowance"),
+    [
+        (bounded(POINT, None), Allow(100, "max_rows")),  # no bound
+        (bounded(POINT, 2), Allow(1, "max_rows")),  # a bound above the cap
+        (bounded(POINT), Allow(100, "max_rows", "error")),  # a cut must fail the statement upstream
+    ],
+)
+def test_a_capped_query_without_a_bound_under_the_cap_is_still_driven(
+    analysis: Analysis, allowance: Allow
+) -> None:
+    relay = Relay(Script({POINT: (analysis, allowance)}), restricted=True)
+    send(relay, m.Query(POINT).encode())
+    sent = upstream_got(relay)
+    assert sent[0] == m.Parse("", POINT, ())
+    assert m.Execute("", (allowance.row_cap or 0) + 1) in sent
+
+
+def test_a_bound_counts_against_what_remains_of_every_budget() -> None:
+    """The quota's claim (3 rows) is smaller than the cap: a string bounded at 4 is driven."""
+    two = f"{POINT}; {POINT}"
+    four = f"{two}; {two}"
+    pair = Analysis(bounded(POINT).statements * 2)
+    table: dict[str, tuple[Analysis, Decision]] = {
+        two: (pair, Allow(100, "max_rows", protected=frozenset({("public", "customers")}))),
+        four: (
+            Analysis(pair.statements * 2),
+            Allow(100, "max_rows", protected=frozenset({("public", "customers")})),
+        ),
+    }
+    quota = CountingQuota(rows=3)
+    relay = Relay(Script(table), restricted=True, quota=cast(QuotaGate, quota))
+    send(relay, m.Query(two).encode())
+    assert relay.to_upstream == [m.Query(two).encode()]
+    relay.to_upstream.clear()
+    answer(relay, ROWDESC, row("1"), m.CommandComplete("SELECT 1").encode(), ROWDESC, row("1"),
+           m.CommandComplete("SELECT 1").encode(), m.ReadyForQuery("I").encode())  # fmt: skip
+    assert quota.claims == [(frozenset({("public", "customers")}), 100)]  # charged as before
+    assert quota.settled == [2]  # the rows sent
+    send(relay, m.Query(four).encode())
+    assert isinstance(upstream_got(relay)[0], m.Parse)
+
+
+def test_a_wrong_bound_is_still_cut_at_the_cap() -> None:
+    """A bound from a stale catalog (a key dropped since) can be wrong: the rows are counted."""
+    relay = Relay(
+        Script({POINT: (bounded(POINT), Allow(2, "max_rows of role maintenance"))}), restricted=True
+    )
+    send(relay, m.Query(POINT).encode())
+    assert upstream_got(relay) == [m.Query(POINT)]
+    answer(relay, ROWDESC, *(row(str(i)) for i in range(5)), m.CommandComplete("SELECT 5").encode(),
+           m.ReadyForQuery("I").encode())  # fmt: skip
+    got = client_got(relay)
+    assert got[:3] == [m.RowDescription.decode(ROWDESC[5:]), m.DataRow((b"0",)), m.DataRow((b"1",))]
+    assert isinstance(got[3], m.NoticeResponse)
+    assert "cut the result at 2 rows (max_rows of role maintenance)" in dict(got[3].fields)["M"]
+    assert got[4:] == [m.CommandComplete("SELECT 2"), m.ReadyForQuery("I")]
+    (outcome,) = relay.finished
+    assert (outcome.rows, outcome.cut, outcome.cut_by) == (2, True, "max_rows of role maintenance")
