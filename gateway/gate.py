@@ -21,6 +21,7 @@ import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from gateway.analysis_pool import shape_of
 from policy.analyze import Budget, analyze
@@ -44,20 +45,23 @@ def fingerprint(sql: str) -> str:
     return shape_of(sql) or sql
 
 
-class _Cache:
-    """A dict of analyses bounded by entry count and by the characters its keys hold."""
+V = TypeVar("V")
+
+
+class _Cache(Generic[V]):
+    """A dict bounded by entry count and by the characters its keys hold."""
 
     __slots__ = ("_chars", "_entries", "_limit")
 
     def __init__(self, limit: int) -> None:
-        self._entries: dict[str, Analysis] = {}
+        self._entries: dict[str, V] = {}
         self._limit = limit
         self._chars = 0
 
-    def get(self, key: str) -> Analysis | None:
+    def get(self, key: str) -> V | None:
         return self._entries.get(key)
 
-    def put(self, key: str, value: Analysis) -> None:
+    def put(self, key: str, value: V) -> None:
         if len(self._entries) >= self._limit or self._chars + len(key) > _CACHE_CHARS_LIMIT:
             self.clear()  # crude but bounded; a steady workload refills it at once
         self._entries[key] = value
@@ -84,8 +88,10 @@ class PolicyService:
         self.budget = budget or Budget()
         self.version = 0
         self._search_path = self._analysis_path(catalog)
-        self._by_text = _Cache(_EXACT_CACHE_LIMIT)
-        self._by_shape = _Cache(_SHAPE_CACHE_LIMIT)
+        # Exact text -> its analysis and cache key (the shape, so that decisions cached by shape
+        # serve every text of that shape); shape -> analysis.
+        self._by_text: _Cache[tuple[Analysis, str]] = _Cache(_EXACT_CACHE_LIMIT)
+        self._by_shape: _Cache[Analysis] = _Cache(_SHAPE_CACHE_LIMIT)
         self._snapshot: tuple[int, bytes] | None = None
         # Tightenings in force after alarms (policy.detect), by person; sessions re-merge on change.
         # ``restrictions`` combines those this process decided with those every process shares.
@@ -184,16 +190,16 @@ class PolicyService:
 
     def lookup(self, sql: str) -> tuple[Analysis, str] | None:
         """A cached analysis of ``sql`` (word for word, or by normalized shape) and its key."""
-        cached = self._by_text.get(sql)
-        if cached is not None:
-            return cached, sql
+        known = self._by_text.get(sql)
+        if known is not None:
+            return known
         shape = shape_of(sql)
         if shape is None:
             return None
         cached = self._by_shape.get(shape)
         if cached is None:
             return None
-        self._by_text.put(sql, cached)
+        self._by_text.put(sql, (cached, shape))
         return cached, shape
 
     def remember(self, sql: str, shape: str | None, analysis: Analysis, version: int) -> str | None:
@@ -202,7 +208,7 @@ class PolicyService:
             return None
         if version == self.version:  # made against a policy or catalog since replaced: not cached
             self._by_shape.put(shape, analysis)
-            self._by_text.put(sql, analysis)
+            self._by_text.put(sql, (analysis, shape))
         return shape
 
     def analyze(self, sql: str) -> tuple[Analysis, str | None]:

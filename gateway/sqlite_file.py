@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -39,12 +40,30 @@ class SQLiteFile:
             db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
             )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            for statement in self._schema:
-                db.execute(statement)
+            try:
+                self._set_up(db)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
         return self._db
+
+    def _set_up(self, db: sqlite3.Connection) -> None:
+        """WAL mode and the schema. Switching a new file to WAL can fail at once with "database is
+        locked" when another process does the same at that moment (SQLite's busy timeout does not
+        cover it): tried again until the busy timeout has passed."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                for statement in self._schema:
+                    db.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work`` on the connection, in a worker thread, one at a time."""
