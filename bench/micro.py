@@ -8,8 +8,9 @@ a cold one), the decision, and masking per row.
 Analysis runs against the demo's catalog (bench.insider) plus pgbench_accounts through the
 gateway's own PolicyService and SessionGate, the objects a session calls: "cold" is a fresh
 ``policy.analyze`` of the text, "cached, same text" the exact-text hit, "cached, new literals" a
-text never seen before whose normalized shape is cached (pglast's normalize plus a dict lookup),
-which is what every pgbench -S statement costs.
+text never seen before whose normalized shape is cached, which is what every pgbench -S statement
+costs: its shape comes from the skeleton of literals its first text verified (gateway.shapes: a
+digit-free key, a dict lookup and one pattern match per literal, no parse), then the dict lookup.
 
 The masking workload (bench/masking.py) measures the whole path, where Sekisho shares two cores with
 pgbench and PostgreSQL. This separates what it cannot: each mask kind's own cost per cell

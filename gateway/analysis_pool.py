@@ -12,23 +12,19 @@ unanalyzable: refused for restricted people, never waved through.
 from __future__ import annotations
 
 import asyncio
-import functools
 import multiprocessing
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import structlog
-from pglast.parser import ParseError, normalize
 
+from gateway.shapes import shape_of
 from policy.analyze import Budget, analyze
 from policy.catalog import Catalog
 from policy.facts import Analysis, StatementFacts
 
 log = structlog.get_logger("sekisho.analysis")
-
-SHAPE_TEXT_LIMIT = 64 * 1024  # longer strings are not normalized (nor cached by shape)
-_SHAPE_CACHED_TEXT = 2048  # shapes of strings up to this long are remembered (bounded memory)
 
 _worker_state: tuple[int, Catalog, tuple[str, ...], Budget] | None = None
 
@@ -42,28 +38,6 @@ def analyze_in_worker(version: int, snapshot: bytes, sql: str) -> tuple[Analysis
     _, catalog, search_path, budget = _worker_state
     analysis = analyze(sql, catalog, search_path, budget)
     return analysis, shape_of(sql) if analysis.cacheable else None
-
-
-def shape_of(sql: str) -> str | None:
-    """PostgreSQL's normalized text (literals as $n), the key under which analyses are shared;
-    None for strings too long to be worth it or that do not parse."""
-    if len(sql) <= _SHAPE_CACHED_TEXT:
-        return _cached_shape(sql)
-    return _shape(sql)
-
-
-@functools.lru_cache(maxsize=1024)  # the gate's lookup and then the statement's audit record ask
-def _cached_shape(sql: str) -> str | None:
-    return _shape(sql)
-
-
-def _shape(sql: str) -> str | None:
-    if len(sql) > SHAPE_TEXT_LIMIT:
-        return None
-    try:
-        return normalize(sql)
-    except (ParseError, ValueError):
-        return None
 
 
 def failed_analysis(sql: str, reason: str) -> Analysis:

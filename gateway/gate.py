@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from gateway.analysis_pool import shape_of
+from gateway.shapes import shape_of
 from policy.analyze import Budget, analyze
 from policy.catalog import Catalog
 from policy.decision import POLICY_REFUSED, Allow, Decision, Deny

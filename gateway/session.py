@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway import console, startup_settings, upstream
-from gateway.analysis_pool import shape_of
 from gateway.audit import records
 from gateway.audit.trail import AuditUnavailable
 from gateway.auth import MECHANISM, AuthFailed, ScramServerExchange
@@ -41,6 +40,7 @@ from gateway.endpoint import ConnectionClosed, Endpoint
 from gateway.gate import SessionGate, fingerprint
 from gateway.quota_gate import QuotaGate
 from gateway.relay import Outcome, Relay
+from gateway.shapes import shape_of
 from gateway.upstream_pool import leaves_session_state
 from gateway.wire import messages as m
 from gateway.wire.errors import ProtocolViolation
