@@ -19,6 +19,11 @@ encoding a new one), and what the relay's state machine spends per DataRow of a 
 nothing is masked or capped, when the rows are only counted against a cap, and when they are
 masked too. The relay cases use a fixed decision, so they show per-row work, not analysis.
 
+The audit trail's cost on Sekisho's side, per statement record (issue 6: the durable sink must
+not become the bottleneck): building the record, accepting it (sealing it into the hash chain,
+one write to the spool, queueing it for delivery) and making its table row for the COPY. What the
+audit database spends storing it is measured by the harness (audit on against off), not here.
+
 Values are synthetic customers in the demo's formats (Japanese names and addresses, ASCII phone,
 email and card numbers). Each figure is the best of several repeats, the run least disturbed by
 the rest of a shared machine; cells/s is per core, since all of this runs on one.
@@ -27,17 +32,26 @@ the rest of a shared machine; cells/s is per core, since all of this runs on one
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.insider import demo_catalog
+from gateway.audit import database as audit_database
+from gateway.audit import records
+from gateway.audit.record import GENESIS, seal
+from gateway.audit.trail import AuditTrail
+from gateway.config import AuditConfig
 from gateway.gate import PolicyService, SessionGate
 from gateway.relay import Relay
 from gateway.result_masks import StreamMask, _values, maskers_for
+from gateway.shapes import shape_of
 from gateway.wire import messages as m
 from gateway.wire.framing import Frame, FrameReader
 from policy.analyze import analyze
@@ -382,6 +396,56 @@ def analysis_timers(loops: int) -> tuple[list[Timer], list[Timer]]:
     return timers, decisions
 
 
+# ----------------------------------------------------------------------------- audit
+
+
+def audit_timers(loops: int, spool: Path) -> tuple[list[Timer], AuditTrail]:
+    """One pgbench -S statement's audit record, in the three steps the trail takes: build it
+    (gateway.audit.records.statement), accept it (seal into the chain, append to the spool: one
+    write, queue for delivery) and make its table row for the delivery's COPY. The spool is a real
+    file in ``spool``; no database is involved."""
+    service = PolicyService(load_policy(TEST_POLICY, "tests/support.py"), bench_catalog())
+    who = records.Who(person="maint", roles=("dba",), session="0123456789abcdef", address="127.0.0.1",
+                      application_name="pgbench")  # fmt: skip
+    sql = PGBENCH_S.format(42)
+    analysis, _ = service.analyze(sql)
+    shape = shape_of(sql)
+    # Never started: records are accepted and queued (a batch this large keeps them all queued, as
+    # while delivery keeps up), and nothing is delivered.
+    config = AuditConfig(database="postgresql://bench@127.0.0.1:1/none", log="none", batch=1_000_000)
+    trail = AuditTrail(config, spool, "micro")
+    trail.open()
+    n = max(1, loops)
+
+    def build() -> dict[str, object]:
+        return records.statement(
+            who, started=time.time(), sql=sql, fingerprint=shape, redact=False, command="select",
+            analysis=analysis, decision=Allow(), rows=1, size=13, duration=0.0001,
+        )  # fmt: skip
+
+    record = build()
+    sealed = seal(1, GENESIS, record)
+
+    def builds() -> None:
+        for _ in range(n):
+            build()
+
+    def accepts() -> None:
+        for _ in range(n):
+            trail.record(record)
+
+    def rows() -> None:
+        for _ in range(n):
+            audit_database.row("micro", sealed, record)
+
+    timers = [
+        Timer("build the record", builds, n),
+        Timer("accept it (seal, spool write, queue)", accepts, n),
+        Timer("its table row for COPY", rows, n),
+    ]
+    return timers, trail
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -402,7 +466,13 @@ def run(repeats: int = 9, scale: float = 1.0) -> MicroReport:
     analyses, decisions = analysis_timers(max(1, round(300 * scale)))
     cells, datarows = per_cell(rows, loops), per_row(rows, loops)
     results = per_result(rows, max(1, round(100 * scale)))
-    best = iter(best_seconds([*frames, *analyses, *decisions, *cells, *datarows, *results], repeats))
+    with tempfile.TemporaryDirectory(prefix="sekisho-micro-") as spool:
+        audits, trail = audit_timers(max(1, round(300 * scale)), Path(spool))
+        try:
+            timed = [*frames, *analyses, *decisions, *cells, *datarows, *results, *audits]
+            best = iter(best_seconds(timed, repeats))
+        finally:
+            asyncio.run(trail.stop(grace=0))
     out = [f"bench.micro: Python {sys.version.split()[0]}, nproc {os.cpu_count()}, best of {repeats}"]
     out.append("\nframes, per frame:")
     for timer in frames:
@@ -438,6 +508,11 @@ def run(repeats: int = 9, scale: float = 1.0) -> MicroReport:
     out.append(
         f"  {'=> masking adds, per masked cell':46} {extra * 1000:7.0f} ns/cell {1e6 / extra:12,.0f} cells/s"
     )
+    out.append("\naudit trail, per statement record (pgbench -S; Sekisho's side only, not the database's):")
+    audit_us = [next(best) * 1e6 for _ in audits]
+    for timer, us in zip(audits, audit_us, strict=True):
+        out.append(f"  {timer.label:46} {us:8.2f} us")
+    out.append(f"  {'=> per statement, in all':46} {sum(audit_us):8.2f} us")
     return MicroReport("\n".join(out), shares[0], 5e6 / row_us[0])
 
 

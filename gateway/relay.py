@@ -368,7 +368,9 @@ class Relay:
         A cursor is given with the allowance it was declared with; what remains of its budget is
         enforced here, by drawing every FETCH on the cursor's own budget."""
         if self._named is None:
-            statements = {k: v.allowance for k, v in self.statements.items()}
+            # Not the unnamed statement and portal: no SQL statement can name them (a zero-length
+            # identifier does not parse), so changes to them need no rebuild.
+            statements = {k: v.allowance for k, v in self.statements.items() if k}
             # A FETCH reads the tables its cursor was declared over: quotas, masks and events
             # follow them (the engine merges ``protected`` and ``counted`` into the FETCH's own).
             cursors = {
@@ -379,6 +381,7 @@ class Relay:
                     c.budget.cap, c.budget.rule, c.budget.on_cap, mask=c.mask, redact=c.redact
                 )
                 for k, c in self.cursors.items()
+                if k
             }  # fmt: skip
             self._named = Named(statements, cursors)
         return self._named
@@ -445,11 +448,11 @@ class Relay:
             self.to_upstream.append(frame.raw)
         elif kind == b"C":
             close = m.Close.decode(frame.body)
+            if close.name:
+                self._named = None  # (the unnamed ones are not in named(): no SQL can name them)
             if close.kind == "S":
-                self._named = None
                 self.statements.pop(close.name, None)
             else:
-                self._named = None
                 self.cursors.pop(close.name, None)
             self.pending.append(_Step("close"))
             self.to_upstream.append(frame.raw)
@@ -624,7 +627,6 @@ class Relay:
             if parse.name == "":
                 # PostgreSQL drops the unnamed statement before parsing, even when parsing fails;
                 # a named one that exists stays (the failed Parse cannot replace it).
-                self._named = None
                 self.statements.pop("", None)
             self._refuse(decision, parse_name=parse.name, sql=parse.sql)
             return
@@ -642,7 +644,8 @@ class Relay:
         # and undone in _step_error if PostgreSQL rejects or skips it.
         defines = None
         if parse.name not in _RESERVED_STATEMENTS:
-            self._named = None
+            if parse.name:
+                self._named = None
             defines = (parse.name, self.statements.get(parse.name), prepared)
             prepared.batch = self.batch
             self.statements[parse.name] = prepared
@@ -680,7 +683,8 @@ class Relay:
         if failed is None:
             new.batch = None
         elif self.statements.get(name) is new:
-            self._named = None
+            if name:
+                self._named = None
             if previous is None or (failed and name == ""):
                 self.statements.pop(name, None)
             else:
@@ -698,7 +702,8 @@ class Relay:
         redefinition. So a redefinition with other masks forgets the name (a FETCH or Execute of
         it is then refused); otherwise the name keeps whichever budget has fewer rows left, and
         its errors are redacted if either definition reads masked PII."""
-        self._named = None
+        if name:
+            self._named = None
         old = self.cursors.get(name) if name else None
         if old is None:
             self.cursors[name] = cursor
@@ -720,7 +725,8 @@ class Relay:
             self.barrier = self.awaiting_parse = True
             self.held.appendleft(frame)
             return
-        self._named = None
+        if portal:
+            self._named = None
         if prepared is None:
             if not portal or portal not in self.cursors:
                 self.cursors.pop(portal, None)
@@ -971,8 +977,10 @@ class Relay:
         kind = frame.type
         if kind == b"Z" and frame.raw[5:6] == b"I" and self.cursors:
             # A transaction ended: PostgreSQL closed its portals and cursors, except WITH HOLD ones.
-            self.cursors = {k: c for k, c in self.cursors.items() if c.holdable}
-            self._named = None
+            kept = {k: c for k, c in self.cursors.items() if c.holdable}
+            if any(k and k not in kept for k in self.cursors):
+                self._named = None
+            self.cursors = kept
         if kind in b"NSA" or not self.pending:
             if self.restricted and kind in b"Dd":
                 raise ProtocolViolation("rows from the database that Sekisho was not expecting")

@@ -75,8 +75,14 @@ _DDL_TAGS = (b"CREATE", b"ALTER", b"DROP", b"COMMENT", b"GRANT", b"REVOKE", b"SE
 
 _EVENT_SQL_LIMIT = 10_000  # characters of statement text kept in an event
 _ELEVATED_LIMIT = 10_000  # statement texts remembered as allowed under an elevation, per session
-# Catalog reads matter to detection (a dump enumerates the catalog before reading table by table).
-_CATALOG_HINT = re.compile(r"pg_|information_schema", re.IGNORECASE)
+# Ordinary work that detection need not see statement by statement: allowed, touching no protected
+# table, not cut, of these commands, and with none of a dump's signals (a dump enumerates the
+# catalog, and takes a snapshot, before reading table by table). Such statements are counted; one
+# per session per _HEARTBEAT seconds still goes to detection, which sees when and from where the
+# person works (working hours, new addresses) as before.
+_ORDINARY_COMMANDS = frozenset({"select", "insert", "update", "delete", "begin"})
+_DUMP_HINT = re.compile(r"pg_|information_schema|snapshot|isolation", re.IGNORECASE)
+_HEARTBEAT = 1.0
 _CONSOLE_PARAMETERS = (
     ("server_version", "15.0 (Sekisho console)"), ("server_encoding", "UTF8"), ("client_encoding", "UTF8"),
     ("DateStyle", "ISO, MDY"), ("integer_datetimes", "on"), ("standard_conforming_strings", "on"),
@@ -153,6 +159,7 @@ class Session:
         self._who: records.Who | None = None  # set once admitted: the session's part of audit records
         self._started = time.time()
         self._statements = 0
+        self._observed = 0.0  # when the last statement event went to detection
         self._elevated: dict[str, str] = {}  # statement text -> the grant it was last allowed under
         self._grants_used: set[str] = set()  # grants whose first use here is on the audit trail
 
@@ -611,14 +618,17 @@ class Session:
                 isinstance(decision, Allow)
                 and not decision.protected
                 and not outcome.cut
-                and first is not None
-                and first.command == "select"
-                and not _CATALOG_HINT.search(outcome.sql)
+                and analysis is not None
+                and analysis.statements
+                and all(s.command in _ORDINARY_COMMANDS for s in analysis.statements)
+                and outcome.started - self._observed < _HEARTBEAT
+                and not _DUMP_HINT.search(outcome.sql)
             ):
-                # An ordinary read of unprotected data: counted, not examined (no detection rule
-                # looks at it, and building the event would cost more than relaying it).
+                # Ordinary work (see _ORDINARY_COMMANDS): counted, not examined one by one (building
+                # and judging the event would cost more than relaying the statement).
                 self.server.count_statement()
                 continue
+            self._observed = outcome.started
             allowed = isinstance(decision, Allow)
             tables: tuple[str, ...] = ()
             masks: tuple[ResultMask | None, ...] = ()
