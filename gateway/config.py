@@ -158,7 +158,7 @@ class AuditConfig:
     spool: Path | None = None
     spool_max_bytes: int = 1024 * 1024 * 1024
     when_full: str = "refuse_protected"  # or refuse_all
-    batch: int = 1000  # records per insert
+    batch: int = 1000  # records per COPY into the audit database, at most
     sync_interval: float = 0.2  # seconds between fsyncs of the spool
     name: str | None = None  # this gateway's name in chain names (default: host-port)
 
