@@ -76,10 +76,10 @@ _DDL_TAGS = (b"CREATE", b"ALTER", b"DROP", b"COMMENT", b"GRANT", b"REVOKE", b"SE
 _EVENT_SQL_LIMIT = 10_000  # characters of statement text kept in an event
 _ELEVATED_LIMIT = 10_000  # statement texts remembered as allowed under an elevation, per session
 # Ordinary work that detection need not see statement by statement: allowed, touching no protected
-# table, not cut, of these commands, and with none of a dump's signals (a dump enumerates the
-# catalog, and takes a snapshot, before reading table by table). Such statements are counted; one
-# per session per _HEARTBEAT seconds still goes to detection, which sees when and from where the
-# person works (working hours, new addresses) as before.
+# table, neither cut nor failed, of these commands, and with none of a dump's signals (a dump
+# enumerates the catalog, and takes a snapshot, before reading table by table). Such statements are
+# counted; one per session per _HEARTBEAT seconds still goes to detection, which sees when and from
+# where the person works (working hours, new addresses) as before.
 _ORDINARY_COMMANDS = frozenset({"select", "insert", "update", "delete", "begin"})
 _DUMP_HINT = re.compile(r"pg_|information_schema|snapshot|isolation", re.IGNORECASE)
 _HEARTBEAT = 1.0
@@ -618,6 +618,7 @@ class Session:
                 isinstance(decision, Allow)
                 and not decision.protected
                 and not outcome.cut
+                and outcome.sqlstate is None
                 and analysis is not None
                 and analysis.statements
                 and all(s.command in _ORDINARY_COMMANDS for s in analysis.statements)

@@ -11,6 +11,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -176,3 +177,43 @@ def test_the_catalog_learns_row_keys_and_sizes(upstream: Upstream) -> None:
         assert not any(name.startswith("pg_catalog.") for name in rows)
 
     asyncio.run(run())
+
+
+def _stats(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+        data = json.loads(response.read())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_ordinary_work_reaches_detection_once_a_second_and_protected_reads_each_time(
+    watched: tuple[Gateway, int], upstream: Upstream
+) -> None:
+    """Unprotected writes and reads, allowed and whole, are counted but sampled for detection (one
+    event per session per second: enough for working hours and addresses); reads of a protected
+    table, and refusals, each reach it."""
+    gw, admin = watched
+    with psycopg.connect(upstream.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS sampling_scratch (id int)")
+    _settled(admin)
+    before = _stats(admin)
+    with psycopg.connect(gw.conninfo("maint"), autocommit=True) as conn:
+        started = time.monotonic()
+        for i in range(40):
+            conn.execute("INSERT INTO sampling_scratch VALUES (%s)", (i,))
+            conn.execute("SELECT 1")
+        elapsed = time.monotonic() - started
+        for _ in range(5):
+            conn.execute("SELECT id FROM customers WHERE id = 1").fetchall()
+    with (
+        psycopg.connect(gw.conninfo("contractor"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("DELETE FROM customers")
+    _settled(admin)
+    after = _stats(admin)
+    events = after["detection"]["events"] - before["detection"]["events"]
+    statements = after["statements"] - before["statements"]
+    assert statements == 86  # every statement is counted
+    # Two connections, five protected reads, one refusal, and a sample of the 80 ordinary ones.
+    assert 8 < events <= 8 + int(elapsed) + 2, (events, elapsed)
