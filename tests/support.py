@@ -16,9 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -227,6 +228,15 @@ def start_gateway(directory: Path, upstream_dsn: str, **sections: object) -> Gat
     return gateway
 
 
+def start_watched(directory: Path, upstream_dsn: str, alarms: str) -> tuple[Gateway, int]:
+    """A gateway on the suite's policy plus ``alarms`` (a policy ``alarms:`` section), with its admin
+    API on a port of its own (stats, alarm feed); returns the gateway and that port."""
+    directory.mkdir()
+    (directory / "policy.yaml").write_text(TEST_POLICY + alarms)
+    admin = free_port()
+    return start_gateway(directory, upstream_dsn, admin={"host": "127.0.0.1", "port": admin}), admin
+
+
 def wait_until_listening(process: subprocess.Popen[bytes], port: int, timeout: float) -> str | None:
     """Wait for a server process to accept on 127.0.0.1:port; None when it does, else what went wrong."""
     deadline = time.monotonic() + timeout
@@ -237,6 +247,20 @@ def wait_until_listening(process: subprocess.Popen[bytes], port: int, timeout: f
             return None
         time.sleep(0.05)
     return "did not start listening"
+
+
+T = TypeVar("T")
+
+
+def eventually(predicate: Callable[[], T], what: str = "it", timeout: float = 20.0) -> T:
+    """Poll ``predicate`` until it gives something truthy, and return that; fail the test, naming
+    ``what``, after ``timeout`` seconds. For effects that follow asynchronously (delivery to the
+    audit database, detection, the shared stores)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
+        time.sleep(0.2)
+    return value
 
 
 # ----------------------------------------------------------------------------- raw protocol client

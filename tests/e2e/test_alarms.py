@@ -8,13 +8,14 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from gateway.pgcluster import free_port
-from tests.support import TEST_POLICY, Gateway, Upstream, start_gateway
+from tests.support import TEST_POLICY, Gateway, Upstream, start_gateway, start_watched
 
 ALARMS = """
 alarms:
@@ -32,11 +33,8 @@ def _feed(port: int) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def watched(upstream: Upstream, tmp_path: Path) -> tuple[Gateway, int]:
-    (tmp_path / "gw").mkdir()
-    (tmp_path / "gw" / "policy.yaml").write_text(TEST_POLICY + ALARMS)
-    admin = free_port()
-    gw = start_gateway(tmp_path / "gw", upstream.dsn, admin={"host": "127.0.0.1", "port": admin})
+def watched(upstream: Upstream, tmp_path: Path) -> Iterator[tuple[Gateway, int]]:
+    gw, admin = start_watched(tmp_path / "gw", upstream.dsn, ALARMS)
     yield gw, admin
     gw.stop()
 

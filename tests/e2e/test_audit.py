@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import secrets
 import shutil
@@ -34,7 +35,7 @@ from gateway.audit.trail import AuditTrail
 from gateway.config import AuditConfig, parse_dsn
 from gateway.pgcluster import Cluster, free_port
 from tests.conftest import GatewayFactory
-from tests.support import ROOT, WORK, Upstream, start_gateway
+from tests.support import ROOT, WORK, Upstream, eventually, start_gateway
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -69,15 +70,7 @@ def _records(audit_dsn: str, kind: str | None = None) -> list[dict[str, Any]]:
     return [r for r in out if kind is None or r["kind"] == kind]
 
 
-def _wait_for(predicate: Any, timeout: float = 30.0, what: str = "the audit records") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+_wait_for = functools.partial(eventually, what="the audit records", timeout=30.0)
 
 
 def _statements(audit_dsn: str, marker: str) -> list[dict[str, Any]]:

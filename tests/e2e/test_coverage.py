@@ -18,8 +18,7 @@ import psycopg
 import pytest
 
 from gateway.catalog import load_catalog, table_rows
-from gateway.pgcluster import free_port
-from tests.support import TEST_POLICY, TEST_ROWS, Gateway, Upstream, start_gateway
+from tests.support import TEST_ROWS, Gateway, Upstream, start_watched
 
 # 2,000 customers: 3% is 60 rows, 18% is 360, 25% is 500: the levels are kept clear of the pages'
 # round numbers (the count is an estimate), so that high fires at the fourth page of 100 rows and
@@ -38,14 +37,20 @@ def _feed(port: int) -> list[dict[str, object]]:
     return data
 
 
+def _stats(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+        data = json.loads(response.read())
+    assert isinstance(data, dict)
+    return data
+
+
 def _settled(port: int) -> None:
     """Wait until detection has handled every event submitted so far (it runs after statements,
     off their path), the count of events unchanged between two looks."""
     deadline = time.monotonic() + 20
     previous = None
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
-            detection = json.loads(response.read())["detection"]
+        detection = _stats(port)["detection"]
         now = detection["events"]
         if now == previous and detection["handled"] + detection["dropped"] == now:
             return
@@ -61,10 +66,7 @@ def _coverage(port: int, user: str) -> list[dict[str, object]]:
 
 @pytest.fixture
 def watched(upstream: Upstream, tmp_path: Path) -> Iterator[tuple[Gateway, int]]:
-    (tmp_path / "gw").mkdir()
-    (tmp_path / "gw" / "policy.yaml").write_text(TEST_POLICY + ALARMS)
-    admin = free_port()
-    gw = start_gateway(tmp_path / "gw", upstream.dsn, admin={"host": "127.0.0.1", "port": admin})
+    gw, admin = start_watched(tmp_path / "gw", upstream.dsn, ALARMS)
     yield gw, admin
     gw.stop()
 
@@ -177,13 +179,6 @@ def test_the_catalog_learns_row_keys_and_sizes(upstream: Upstream) -> None:
         assert not any(name.startswith("pg_catalog.") for name in rows)
 
     asyncio.run(run())
-
-
-def _stats(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
-        data = json.loads(response.read())
-    assert isinstance(data, dict)
-    return data
 
 
 def test_ordinary_work_reaches_detection_once_a_second_and_protected_reads_each_time(

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -21,7 +19,7 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.e2e.test_audit import _records, _wait_for, audit_dsn  # noqa: F401  # the fixture, reused
-from tests.support import Gateway
+from tests.support import Gateway, eventually
 
 EXPORT = "COPY customers TO STDOUT"
 
@@ -44,17 +42,6 @@ def _refused(conn: psycopg.Connection[tuple[Any, ...]]) -> str | None:
     except psycopg.Error as exc:
         return exc.sqlstate
     return None
-
-
-def _until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "it") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _request(gw: Gateway, duration: str, reason: str) -> str:
@@ -115,7 +102,7 @@ def test_request_approve_use_expire_and_revoke_on_the_audit_trail(
             phone = b"".join(bytes(chunk) for chunk in copy)
         assert b"****" in phone
         # ... and stops at expiry, without anyone doing anything.
-        _until(lambda: _refused(work) == "42501", timeout=40, what="the grant to expire")
+        eventually(lambda: _refused(work) == "42501", timeout=40, what="the grant to expire")
 
         second = _request(gw, "2h", "ticket 4712")
         with _console(gw, "approver") as console:
@@ -126,7 +113,7 @@ def test_request_approve_use_expire_and_revoke_on_the_audit_trail(
             assert _error(console, f"REVOKE ELEVATION {second}")[0] == "55000"
             states = {row[0]: row[3] for row in console.execute("SHOW ELEVATIONS").fetchall()}
         assert states == {first: "expired", second: "revoked"}
-        _until(lambda: _refused(work) == "42501", timeout=5, what="the revocation to apply")
+        eventually(lambda: _refused(work) == "42501", timeout=5, what="the revocation to apply")
 
         third = _request(gw, "1h", "ticket 4713")
         with _console(gw, "approver") as console:
@@ -139,7 +126,7 @@ def test_request_approve_use_expire_and_revoke_on_the_audit_trail(
             found.setdefault(record["id"], []).append(record["event"])
         return found
 
-    _until(lambda: len(events().get(first, ())) == 4 and events().get(third), what="elevation records")
+    eventually(lambda: len(events().get(first, ())) == 4 and events().get(third), what="elevation records")
     seen = events()
     assert seen[first] == ["requested", "approved", "used", "expired"]
     assert seen[second] == ["requested", "approved", "used", "revoked"]
@@ -152,7 +139,7 @@ def test_request_approve_use_expire_and_revoke_on_the_audit_trail(
         "bulk_export",
     )
     assert approved["request"]["reason"] == "ticket 4711"
-    exports = _until(
+    exports = eventually(
         lambda: [r for r in _records(audit_dsn, "statement") if r.get("sql") == EXPORT], what="statements"
     )
     allowed = [r for r in exports if r["decision"] == "allowed"]
@@ -217,7 +204,7 @@ def test_a_grant_approved_through_one_gateway_applies_on_another_sharing_redis(
         request_id = _request(first, "1h", "ticket 4715")
         with _console(first, "approver") as console:
             console.execute(f"APPROVE ELEVATION {request_id}")
-        _until(lambda: _refused(work) is None, timeout=15, what="the grant to reach the other gateway")
+        eventually(lambda: _refused(work) is None, timeout=15, what="the grant to reach the other gateway")
         with _console(second, "approver") as console:
             rows = console.execute("SHOW ELEVATIONS").fetchall()
             assert [(r[0], r[3]) for r in rows] == [(request_id, "approved")]

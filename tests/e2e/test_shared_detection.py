@@ -8,8 +8,8 @@ after a restart, only add up to four if the state is shared.
 
 from __future__ import annotations
 
+import functools
 import json
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from gateway.pgcluster import free_port
-from tests.support import TEST_POLICY, Gateway, Upstream, start_gateway, start_redis
+from tests.support import TEST_POLICY, Gateway, Upstream, eventually, start_gateway, start_redis
 
 ALARMS = """
 alarms:
@@ -61,11 +61,7 @@ def _suspended(conn: Connection) -> bool:
     return True
 
 
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+_eventually = functools.partial(eventually, timeout=15.0)
 
 
 def _probing(admin: int) -> list[dict[str, object]]:

@@ -9,7 +9,7 @@ reaches the other process's own tightening and hold.
 from __future__ import annotations
 
 import contextlib
-import time
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,25 +19,14 @@ import redis
 
 from gateway.pgcluster import free_port
 from gateway.wire import messages as m
-from tests.e2e.test_alarms import _clear_over_http, _command, _console, _probe, _suspended
+from tests.e2e.test_alarms import HOLDING, _clear_over_http, _command, _console, _probe, _suspended
 from tests.e2e.test_workers import _on_each_worker, _query, _workers
-from tests.support import TEST_POLICY, Gateway, RawClient, Upstream, start_gateway, start_redis
+from tests.support import TEST_POLICY, Gateway, RawClient, Upstream, eventually, start_gateway, start_redis
 
-HOLDING = """
-alarms:
-  dedup: 1s
-  probing: {refusals: 3, within: 10m, severity: critical}
-  on_alarm:
-    - {severity: critical, action: suspend, for: until_cleared}
-"""
 REASON = "Reviewed with the team lead: a mistyped script"
 
 
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+_eventually = functools.partial(eventually, timeout=15.0)
 
 
 def _held(client: RawClient) -> bool:
