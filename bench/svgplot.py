@@ -60,6 +60,20 @@ class _Frame:
     def py(self, y: float) -> float:
         return self.top + self.height - (y - self.y0) / (self.y1 - self.y0) * self.height
 
+    def open(self, width: int, height: int, title: str, notes: Sequence[str]) -> list[str]:
+        """Start the drawing: the SVG element, a white page, the title and the notes under it;
+        the list of parts to go on appending to."""
+        out = self.parts
+        out.append(
+            f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}' {FONT} font-size='12'>"
+        )
+        out.append(f"<rect width='{width}' height='{height}' fill='white'/>")
+        out.append(f"<text x='{self.left}' y='26' font-size='16' font-weight='bold'>{escape(title)}</text>")
+        for i, note in enumerate(notes):
+            out.append(f"<text x='{self.left}' y='{44 + 16 * i}' fill='#555'>{escape(note)}</text>")
+        return out
+
 
 def ticks(low: float, high: float, count: int = 6) -> list[float]:
     """Round tick values (1, 2 or 5 times a power of ten apart) covering ``low``..``high``."""
@@ -129,15 +143,7 @@ def line_chart(
         y0=y_ticks[0],
         y1=y_ticks[-1],
     )
-    out = frame.parts
-    out.append(
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-        f"viewBox='0 0 {width} {height}' {FONT} font-size='12'>"
-    )
-    out.append(f"<rect width='{width}' height='{height}' fill='white'/>")
-    out.append(f"<text x='{frame.left}' y='26' font-size='16' font-weight='bold'>{escape(title)}</text>")
-    for i, note in enumerate(notes):
-        out.append(f"<text x='{frame.left}' y='{44 + 16 * i}' fill='#555'>{escape(note)}</text>")
+    out = frame.open(width, height, title, notes)
     bottom = frame.top + frame.height
     for x0, x1 in bands:
         left, right = frame.px(max(x0, frame.x0)), frame.px(min(x1, frame.x1))
@@ -217,15 +223,7 @@ def bar_chart(
     y_ticks = ticks(0.0, max([1.0, *values]) * 1.08)
     top = 48 + 16 * len(notes)
     frame = _Frame(84, top, plot_width, height - top - 72, 0.0, 1.0, y_ticks[0], y_ticks[-1])
-    out = frame.parts
-    out.append(
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-        f"viewBox='0 0 {width} {height}' {FONT} font-size='12'>"
-    )
-    out.append(f"<rect width='{width}' height='{height}' fill='white'/>")
-    out.append(f"<text x='{frame.left}' y='26' font-size='16' font-weight='bold'>{escape(title)}</text>")
-    for i, note in enumerate(notes):
-        out.append(f"<text x='{frame.left}' y='{44 + 16 * i}' fill='#555'>{escape(note)}</text>")
+    out = frame.open(width, height, title, notes)
     right = frame.left + frame.width
     bottom = frame.top + frame.height
     for value in y_ticks:
