@@ -197,16 +197,19 @@ class StreamMask:
 
 def _values(body: bytes) -> list[bytes | None]:
     """The values of a DataRow body (the relay only sees well-framed messages from the server)."""
-    count = _U16.unpack_from(body)[0]
-    pos = 2
+    return _read_values(body, 2, _U16.unpack_from(body)[0])
+
+
+def _read_values(data: bytes, pos: int, count: int) -> list[bytes | None]:
+    """``count`` length-prefixed values of a DataRow, the first at ``pos`` (NULL: length -1)."""
     out: list[bytes | None] = []
     for _ in range(count):
-        length = _I32.unpack_from(body, pos)[0]
+        length = _I32.unpack_from(data, pos)[0]
         pos += 4
         if length < 0:
             out.append(None)
         else:
-            out.append(body[pos : pos + length])
+            out.append(data[pos : pos + length])
             pos += length
     return out
 
@@ -305,17 +308,7 @@ def _values_upto(data: bytes, offset: int, last: int) -> list[bytes | None] | No
     count = _U16.unpack_from(data, offset)[0]
     if last >= count:
         return None
-    pos = offset + 2
-    out: list[bytes | None] = []
-    for _ in range(last + 1):
-        length = _I32.unpack_from(data, pos)[0]
-        pos += 4
-        if length < 0:
-            out.append(None)
-        else:
-            out.append(data[pos : pos + length])
-            pos += length
-    return out
+    return _read_values(data, offset + 2, last + 1)
 
 
 # ---------------------------------------------------------------------- errors and notices
